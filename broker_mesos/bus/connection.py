@@ -1,0 +1,446 @@
+"""The pika adapter: one asynchronous connection per process, kept alive across broker restarts.
+
+A ``Bus`` owns an I/O loop that runs for the life of the process. Around it:
+
+* **Reconnect.** A lost connection is reopened with exponential backoff and jitter (tenacity's wait
+  strategy); on every (re)connect the topology is declared again and consumers resume.
+* **Confirms, pipelined.** Every publish goes out at once on a confirm-mode channel and waits in
+  ``_unconfirmed`` until the broker acks it; after a reconnect the unconfirmed ones are published
+  again (at-least-once: receivers deduplicate by message id).
+* **Acks after effects.** ``ack(delivery)`` does not ack at once: the delivery is acked when everything
+  published before the call has been confirmed, so a message is only removed from its queue once its
+  effects are safely in the broker. Acks that become ready together go out as one multiple-ack.
+* **Timers and threads.** ``call_later`` / ``call_every`` run on the loop; ``call_threadsafe`` is the
+  one entry point for other threads.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+import pika.channel
+import pika.exceptions
+import pika.frame
+import pika.spec
+import tenacity
+from pika.adapters.select_connection import IOLoop
+
+from broker_mesos.bus import topology
+from broker_mesos.bus.topology import Exchange, Queue
+from broker_mesos.core.errors import BrokerUnreachable
+
+log = logging.getLogger(__name__)
+
+RECONNECT_WAIT = tenacity.wait_random_exponential(multiplier=0.2, max=5.0)
+DEFAULT_CONNECT_TIMEOUT = 15.0
+AMQP_HEARTBEAT = 10
+DEFAULT_PREFETCH = 200
+ACK_FLUSH_DELAY = 0.0
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One message taken from a queue; hand it back to ``Bus.ack`` or ``Bus.dead_letter``."""
+
+    body: bytes
+    exchange: str
+    routing_key: str
+    properties: pika.spec.BasicProperties
+    delivery_tag: int
+    redelivered: bool
+    queue: str
+    generation: int
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: pika.spec.BasicProperties
+    on_confirm: Callable[[], None] | None = None
+
+
+@dataclass(slots=True)
+class _Consumer:
+    queue: Queue
+    callback: Callable[[Delivery], None]
+    actual_name: str = ""
+
+
+@dataclass
+class _Stats:
+    published: int = 0
+    confirmed: int = 0
+    consumed: int = 0
+    reconnects: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Bus:
+    """A reconnecting, confirming AMQP connection driven by one I/O loop."""
+
+    def __init__(self, url: str, name: str, *, prefetch: int = DEFAULT_PREFETCH,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 exchanges: Iterable[Exchange] = topology.EXCHANGES,
+                 queues: Iterable[Queue] = topology.DEAD_LETTER_QUEUES) -> None:
+        self.url = url
+        self.name = name
+        self.prefetch = prefetch
+        self.connect_timeout = connect_timeout
+        self.stats = _Stats()
+        self._exchanges = tuple(exchanges)
+        self._queues: list[Queue] = list(queues)
+        self._consumers: list[_Consumer] = []
+        self._on_ready: list[Callable[[], None]] = []
+        self._ioloop = IOLoop()
+        self._connection: pika.SelectConnection | None = None
+        self._channel: pika.channel.Channel | None = None
+        self._generation = 0
+        self._ready = False
+        self._stopping = False
+        self._ever_connected = False
+        self._attempt = 0
+        self._first_attempt_at = 0.0
+        self._failure: BaseException | None = None
+        self._next_seq = 1
+        self._unconfirmed: collections.OrderedDict[int, _Outgoing] = collections.OrderedDict()
+        self._outbox: list[_Outgoing] = []
+        # delivered and not yet acked, in delivery order: tag -> publish seq its effects need (None: not done)
+        self._inflight: collections.OrderedDict[int, int | None] = collections.OrderedDict()
+        self._ack_flush_scheduled = False
+
+    # -- public API -------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def declare(self, *queues: Queue) -> None:
+        """Declare queues now (if connected) and on every reconnect."""
+        self._queues.extend(queues)
+        if self._ready:
+            for q in queues:
+                self._declare_queue(q, lambda _name: None)
+
+    def consume(self, queue: Queue, callback: Callable[[Delivery], None]) -> None:
+        """Declare ``queue`` and deliver its messages to ``callback`` (on the loop) from now on."""
+        consumer = _Consumer(queue, callback)
+        self._consumers.append(consumer)
+        if self._ready:
+            self._start_consumer(consumer)
+
+    def queue_name(self, queue: Queue) -> str:
+        """The name the broker gave ``queue`` (differs from ``queue.name`` for server-named queues)."""
+        for c in self._consumers:
+            if c.queue is queue:
+                return c.actual_name
+        return queue.name
+
+    def on_ready(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after every (re)connect, once topology and consumers are in place."""
+        self._on_ready.append(callback)
+        if self._ready:
+            callback()
+
+    def publish(self, exchange: str, routing_key: str, body: bytes, *, persistent: bool = True,
+                reply_to: str | None = None, correlation_id: str | None = None,
+                headers: dict[str, Any] | None = None, expiration_ms: int | None = None,
+                message_type: str | None = None, on_confirm: Callable[[], None] | None = None) -> None:
+        """Publish now or as soon as connected; kept and re-sent until the broker confirms it."""
+        props = pika.BasicProperties(
+            delivery_mode=2 if persistent else 1, content_type="application/msgpack",
+            reply_to=reply_to, correlation_id=correlation_id, headers=headers, type=message_type,
+            expiration=str(expiration_ms) if expiration_ms is not None else None)
+        out = _Outgoing(exchange, routing_key, body, props, on_confirm)
+        if self._ready:
+            self._send(out)
+        else:
+            self._outbox.append(out)
+
+    def ack(self, delivery: Delivery) -> None:
+        """Ack ``delivery`` once everything published so far is confirmed."""
+        if delivery.generation != self._generation:
+            return  # the channel it came on is gone; the broker will redeliver it
+        if delivery.delivery_tag in self._inflight:
+            self._inflight[delivery.delivery_tag] = self._next_seq - 1
+            self._schedule_ack_flush()
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move ``delivery`` to the dead-letter exchange with ``reason`` in a header, then ack it."""
+        headers = dict(delivery.properties.headers or {})
+        headers.update({topology.HEADER_REASON: reason[:1000],
+                        topology.HEADER_ORIGINAL_EXCHANGE: delivery.exchange,
+                        topology.HEADER_ORIGINAL_ROUTING_KEY: delivery.routing_key,
+                        topology.HEADER_QUEUE: delivery.queue})
+        self.publish(topology.DEAD_LETTER, delivery.routing_key, delivery.body, headers=headers,
+                     correlation_id=delivery.properties.correlation_id,
+                     reply_to=delivery.properties.reply_to)
+        self.ack(delivery)
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> object:
+        return self._ioloop.call_later(max(0.0, delay), fn)
+
+    def cancel(self, handle: object) -> None:
+        self._ioloop.remove_timeout(handle)
+
+    def call_every(self, interval: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` every ``interval`` seconds on the loop; an exception is logged, not fatal."""
+
+        def tick() -> None:
+            try:
+                fn()
+            except Exception:
+                log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+            if not self._stopping:
+                self._ioloop.call_later(interval, tick)
+
+        self._ioloop.call_later(interval, tick)
+
+    def call_threadsafe(self, fn: Callable[[], None]) -> None:
+        self._ioloop.add_callback_threadsafe(fn)
+
+    def run(self) -> None:
+        """Connect and run the loop until ``stop``; raises ``BrokerUnreachable`` if the first
+        connection cannot be made within ``connect_timeout``."""
+        self._first_attempt_at = time.monotonic()
+        self._connect()
+        self._ioloop.start()
+        if self._failure is not None:
+            raise self._failure
+
+    def stop(self) -> None:
+        """Close the connection after pending confirms and acks are flushed (best effort, 2 s)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        deadline = time.monotonic() + 2.0
+
+        def close_when_flushed() -> None:
+            if self._ready and (self._unconfirmed or any(v is not None for v in self._inflight.values())) and time.monotonic() < deadline:
+                self._flush_acks()
+                self._ioloop.call_later(0.01, close_when_flushed)
+                return
+            self._close()
+
+        close_when_flushed()
+
+    def stop_threadsafe(self) -> None:
+        self.call_threadsafe(self.stop)
+
+    @property
+    def unconfirmed(self) -> int:
+        return len(self._unconfirmed) + len(self._outbox)
+
+    # -- connection lifecycle ---------------------------------------------------------------
+    def _connect(self) -> None:
+        params = pika.URLParameters(self.url)
+        params.heartbeat = AMQP_HEARTBEAT
+        params.connection_attempts = 1
+        params.socket_timeout = 5
+        params.blocked_connection_timeout = 60
+        params.client_properties = {"connection_name": f"{self.name}@{socket.gethostname()}:{os.getpid()}"}
+        self._attempt += 1
+        self._connection = pika.SelectConnection(
+            params, on_open_callback=self._on_connection_open,
+            on_open_error_callback=self._on_connection_error,
+            on_close_callback=self._on_connection_closed, custom_ioloop=self._ioloop)
+
+    def _on_connection_error(self, _conn: object, error: BaseException) -> None:
+        self._connection = None
+        if self._stopping:
+            self._ioloop.stop()
+            return
+        if not self._ever_connected and time.monotonic() - self._first_attempt_at > self.connect_timeout:
+            self._failure = BrokerUnreachable(f"cannot connect to the broker at {_redact(self.url)}: {error}")
+            self._ioloop.stop()
+            return
+        self._schedule_reconnect(f"connect failed: {error}")
+
+    def _schedule_reconnect(self, why: str) -> None:
+        state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = self._attempt
+        delay = RECONNECT_WAIT(state)
+        log.warning("%s: %s; reconnecting in %.2fs", self.name, why, delay)
+        self._ioloop.call_later(delay, self._connect)
+
+    def _on_connection_open(self, connection: pika.SelectConnection) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_connection_closed(self, _conn: object, reason: BaseException) -> None:
+        self._lost()
+        self._connection = None
+        if self._stopping:
+            self._ioloop.stop()
+            return
+        self.stats.reconnects += 1
+        self._schedule_reconnect(f"connection lost ({reason})")
+
+    def _on_channel_open(self, channel: pika.channel.Channel) -> None:
+        self._channel = channel
+        self._generation += 1
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.confirm_delivery(ack_nack_callback=self._on_confirm)
+        channel.basic_qos(prefetch_count=self.prefetch, callback=lambda _f: self._declare_all())
+
+    def _on_channel_closed(self, channel: pika.channel.Channel, reason: BaseException) -> None:
+        log.error("%s: channel closed: %s", self.name, reason)
+        self._lost()
+        if self._connection is not None and self._connection.is_open and not self._stopping:
+            self._connection.close()
+
+    def _lost(self) -> None:
+        """Forget channel-bound state; unconfirmed messages go back to the outbox to be re-sent."""
+        self._ready = False
+        self._channel = None
+        self._inflight.clear()
+        self._outbox[:0] = list(self._unconfirmed.values())
+        self._unconfirmed.clear()
+        self._next_seq = 1
+
+    def _close(self) -> None:
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+        elif self._connection is None or self._connection.is_closed:
+            self._ioloop.stop()
+
+    # -- declarations -----------------------------------------------------------------------
+    def _declare_all(self) -> None:
+        steps: list[Callable[[Callable[[], None]], None]] = []
+        for ex in self._exchanges:
+            steps.append(lambda done, ex=ex: self._channel.exchange_declare(  # type: ignore[union-attr]
+                exchange=ex.name, exchange_type=ex.type, durable=ex.durable, callback=lambda _f: done()))
+        for q in self._queues:
+            steps.append(lambda done, q=q: self._declare_queue(q, lambda _n: done()))
+        for c in self._consumers:
+            steps.append(lambda done, c=c: self._start_consumer(c, done))
+        self._run_steps(steps, self._became_ready)
+
+    def _run_steps(self, steps: list[Callable[[Callable[[], None]], None]], finish: Callable[[], None]) -> None:
+        generation = self._generation
+
+        def run(i: int) -> None:
+            if generation != self._generation or self._channel is None:
+                return
+            if i == len(steps):
+                finish()
+            else:
+                steps[i](lambda: run(i + 1))
+
+        run(0)
+
+    def _declare_queue(self, q: Queue, done: Callable[[str], None]) -> None:
+        channel = self._channel
+        assert channel is not None
+
+        def declared(frame: pika.frame.Method) -> None:
+            name = frame.method.queue
+            binds = [lambda d, ex=ex, key=key: channel.queue_bind(name, ex, routing_key=key, callback=lambda _f: d())
+                     for ex, key in q.bindings]
+            self._run_steps(binds, lambda: done(name))
+
+        channel.queue_declare(queue=q.name, durable=q.durable, exclusive=q.exclusive, auto_delete=q.auto_delete,
+                              arguments=q.arguments or None, callback=declared)
+
+    def _start_consumer(self, consumer: _Consumer, done: Callable[[], None] | None = None) -> None:
+        def declared(name: str) -> None:
+            consumer.actual_name = name
+            generation = self._generation
+
+            def on_message(_ch: object, method: pika.spec.Basic.Deliver, props: pika.spec.BasicProperties,
+                           body: bytes) -> None:
+                self.stats.consumed += 1
+                self._inflight[method.delivery_tag] = None
+                consumer.callback(Delivery(body, method.exchange, method.routing_key, props,
+                                           method.delivery_tag, method.redelivered, name, generation))
+
+            assert self._channel is not None
+            self._channel.basic_consume(name, on_message, auto_ack=False)
+            if done:
+                done()
+
+        self._declare_queue(consumer.queue, declared)
+
+    def _became_ready(self) -> None:
+        self._ready = True
+        self._ever_connected = True
+        self._attempt = 0
+        log.info("%s: connected to %s", self.name, _redact(self.url))
+        outbox, self._outbox = self._outbox, []
+        for out in outbox:
+            self._send(out)
+        for callback in list(self._on_ready):
+            callback()
+
+    # -- publishing and confirms ------------------------------------------------------------
+    def _send(self, out: _Outgoing) -> None:
+        assert self._channel is not None
+        try:
+            self._channel.basic_publish(out.exchange, out.routing_key, out.body, out.properties)
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            log.warning("%s: publish failed (%s); will re-send after reconnect", self.name, exc)
+            self._outbox.append(out)
+            return
+        self._unconfirmed[self._next_seq] = out
+        self._next_seq += 1
+        self.stats.published += 1
+
+    def _on_confirm(self, frame: pika.frame.Method) -> None:
+        method = frame.method
+        tag, multiple = method.delivery_tag, method.multiple
+        nacked = isinstance(method, pika.spec.Basic.Nack)
+        if multiple:
+            done = []
+            while self._unconfirmed:
+                seq = next(iter(self._unconfirmed))
+                if seq > tag:
+                    break
+                done.append(self._unconfirmed.popitem(last=False)[1])
+        else:
+            out = self._unconfirmed.pop(tag, None)
+            done = [out] if out else []
+        for out in done:
+            if nacked:
+                log.warning("%s: broker nacked a message to %s/%s; re-sending", self.name, out.exchange, out.routing_key)
+                self._send(out)
+                continue
+            self.stats.confirmed += 1
+            if out.on_confirm is not None:
+                out.on_confirm()
+        if self._inflight:
+            self._schedule_ack_flush()
+
+    def _schedule_ack_flush(self) -> None:
+        if not self._ack_flush_scheduled:
+            self._ack_flush_scheduled = True
+            self._ioloop.call_later(ACK_FLUSH_DELAY, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        """Ack, with one multiple-ack, the longest prefix of deliveries whose effects are confirmed."""
+        self._ack_flush_scheduled = False
+        if self._channel is None or not self._ready:
+            return
+        first_unconfirmed = next(iter(self._unconfirmed)) if self._unconfirmed else self._next_seq
+        last = 0
+        while self._inflight:
+            tag, needed = next(iter(self._inflight.items()))
+            if needed is None or needed >= first_unconfirmed:
+                break
+            self._inflight.popitem(last=False)
+            last = tag
+        if last:
+            self._channel.basic_ack(last, multiple=True)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs and error lines."""
+    params = pika.URLParameters(url)
+    vhost = "" if params.virtual_host == "/" else params.virtual_host
+    return f"amqp://{params.host}:{params.port}/{vhost}"

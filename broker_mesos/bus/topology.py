@@ -1,0 +1,123 @@
+"""Every exchange, queue and binding of broker-mesos, declared here and nowhere else.
+
+Declarations are plain objects that exist before any channel (as in kombu); ``bus.connection``
+declares them on every (re)connect. docs/protocol.md describes the same topology for other clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker_mesos.core import protocol
+
+# -- exchanges ---------------------------------------------------------------------------------
+AGENT_REGISTER = "agent.register"
+MASTER = "master"
+OFFERS = "offers"
+TASKS = "tasks"
+STATUS = "status"
+EVENTS = "events"
+DEAD_LETTER = "bmesos.dlx"
+
+# -- routing keys on agent.register -----------------------------------------------------------
+KEY_REGISTER = "register"
+KEY_HEARTBEAT = "heartbeat"
+
+# -- well-known queues -------------------------------------------------------------------------
+MASTER_AGENTS_QUEUE = "master.agents"
+MASTER_CALLS_QUEUE = "master.calls"
+MASTER_STATUS_QUEUE = "master.status"
+DEAD_LETTER_QUEUE = "dead-letters"
+
+# -- dead-letter headers -----------------------------------------------------------------------
+HEADER_REASON = "x-bmesos-reason"
+HEADER_ORIGINAL_EXCHANGE = "x-bmesos-original-exchange"
+HEADER_ORIGINAL_ROUTING_KEY = "x-bmesos-original-routing-key"
+HEADER_QUEUE = "x-bmesos-queue"
+
+QUORUM = {"x-queue-type": "quorum"}
+DEAD_LETTERED = {"x-dead-letter-exchange": DEAD_LETTER}
+
+
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    type: str
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A queue and its bindings. ``name=""`` asks the broker for an exclusive server-named queue."""
+
+    name: str
+    bindings: tuple[tuple[str, str], ...] = ()
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+EXCHANGES: tuple[Exchange, ...] = (
+    Exchange(AGENT_REGISTER, "direct"),
+    Exchange(MASTER, "direct"),
+    Exchange(OFFERS, "direct"),
+    Exchange(TASKS, "direct"),
+    Exchange(STATUS, "topic"),
+    Exchange(EVENTS, "topic"),
+    Exchange(DEAD_LETTER, "fanout"),
+)
+
+DEAD_LETTER_QUEUES = (Queue(DEAD_LETTER_QUEUE, ((DEAD_LETTER, ""),), arguments=dict(QUORUM)),)
+
+
+def call_type(cls: type) -> str:
+    from broker_mesos.core.codec import registered_types
+
+    return next(name for name, c in registered_types().items() if c is cls)
+
+
+def master_queues() -> tuple[Queue, ...]:
+    """The master's three input queues (quorum, dead-lettered)."""
+    args = {**QUORUM, **DEAD_LETTERED}
+    agent_keys = tuple((AGENT_REGISTER, k) for k in (KEY_REGISTER, KEY_HEARTBEAT))
+    call_keys = tuple((MASTER, call_type(c)) for c in protocol.FRAMEWORK_CALLS)
+    return (
+        Queue(MASTER_AGENTS_QUEUE, agent_keys, arguments=args),
+        Queue(MASTER_CALLS_QUEUE, call_keys, arguments=args),
+        Queue(MASTER_STATUS_QUEUE, ((STATUS, "#"),), arguments=args),
+    )
+
+
+def agent_tasks_queue(agent_id: str) -> Queue:
+    return Queue(tasks_queue_name(agent_id), ((TASKS, agent_id),), arguments={**QUORUM, **DEAD_LETTERED})
+
+
+def tasks_queue_name(agent_id: str) -> str:
+    return f"tasks.{agent_id}"
+
+
+def offers_queue_name(framework_id: str) -> str:
+    return f"offers.{framework_id}"
+
+
+def status_queue_name(framework_id: str) -> str:
+    return f"status.{framework_id}"
+
+
+def framework_queues(framework_id: str) -> tuple[Queue, ...]:
+    """A framework's event queue (offers, replies; perishable, classic) and its status queue (quorum)."""
+    return (
+        Queue(offers_queue_name(framework_id), ((OFFERS, framework_id),)),
+        Queue(status_queue_name(framework_id), ((STATUS, f"{framework_id}.#"),), arguments=dict(QUORUM)),
+    )
+
+
+def status_key(framework_id: str, agent_id: str, state: protocol.TaskState) -> str:
+    return f"{framework_id}.{agent_id}.{state.value}"
+
+
+def monitor_queue(pattern: str, exchange: str = STATUS) -> Queue:
+    """An exclusive, auto-deleted, server-named queue bound with a topic pattern (``#``, ``fw1.#``)."""
+    return Queue("", ((exchange, pattern),), durable=False, exclusive=True, auto_delete=True)

@@ -1,0 +1,300 @@
+"""The one codec: message bodies (frozen dataclasses) <-> msgpack envelopes, validated on decode.
+
+Each body class is compiled once into a decoder that checks field names (unknown or missing), types,
+ranges and identifier syntax, so a malformed message fails with one ``ProtocolError`` saying what is
+wrong and never reaches the state machines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import re
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from broker_mesos.core.errors import ProtocolError, ResourceError
+from broker_mesos.core.resources import Resources
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_LIST_ITEMS = 100_000
+MAX_STRING = 65_536
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+Decoder = Callable[[Any, str], Any]
+Encoder = Callable[[Any], Any]
+
+_REGISTRY: dict[str, type] = {}
+_TYPE_OF: dict[type, str] = {}
+_DECODERS: dict[type, Decoder] = {}
+_ENCODERS: dict[type, Encoder] = {}
+
+
+def message(type_name: str) -> Callable[[type], type]:
+    """Register a body dataclass under its wire ``type`` name."""
+
+    def register(cls: type) -> type:
+        if type_name in _REGISTRY:
+            raise RuntimeError(f"message type {type_name} registered twice")
+        _REGISTRY[type_name] = cls
+        _TYPE_OF[cls] = type_name
+        return cls
+
+    return register
+
+
+def id_field(**kwargs: Any) -> Any:
+    """A string field that must be an identifier: safe in queue names and routing keys."""
+    return dataclasses.field(metadata={"id": True}, **kwargs)
+
+
+def bounded(lo: float | None = None, hi: float | None = None, **kwargs: Any) -> Any:
+    """A numeric field with an inclusive range."""
+    return dataclasses.field(metadata={"min": lo, "max": hi}, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What travels: ``{"v": 1, "type": ..., "id": uuid, "ts": seconds, "body": {...}}``."""
+
+    type: str
+    id: str
+    ts: float
+    body: Any
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def encode(body: Any, ts: float, msg_id: str | None = None) -> bytes:
+    """Encode a registered body into envelope bytes."""
+    cls = type(body)
+    type_name = _TYPE_OF.get(cls)
+    if type_name is None:
+        raise TypeError(f"{cls.__name__} is not a registered message")
+    env = {"v": VERSION, "type": type_name, "id": msg_id or uuid.uuid4().hex, "ts": ts,
+           "body": _encoder_for(cls)(body)}
+    return msgpack.packb(env, use_bin_type=True)
+
+
+def to_wire(value: Any) -> Any:
+    """The plain msgpack-able form of any body or value (used by docs and tests)."""
+    return _encoder_for(type(value))(value) if dataclasses.is_dataclass(value) else value
+
+
+def _encoder_for(cls: type) -> Encoder:
+    enc = _ENCODERS.get(cls)
+    if enc is None:
+        enc = _compile_encoder(cls)
+        _ENCODERS[cls] = enc
+    return enc
+
+
+def _compile_encoder(cls: type) -> Encoder:
+    hints = typing.get_type_hints(cls)
+    fields = [(f.name, _value_encoder(hints[f.name])) for f in dataclasses.fields(cls)]
+
+    def enc(obj: Any) -> dict[str, Any]:
+        return {name: (f(v) if f else v) for name, f in fields if (v := getattr(obj, name)) is not None}
+
+    return enc
+
+
+def _value_encoder(tp: Any) -> Encoder | None:
+    """None means the value is already msgpack-able as it is."""
+    origin = typing.get_origin(tp)
+    if tp is Resources:
+        return Resources.to_wire
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return lambda v: v.value
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _encoder_for(tp)
+    if origin in (list, tuple):
+        inner = _value_encoder(typing.get_args(tp)[0])
+        return (lambda v: [inner(x) for x in v]) if inner else list
+    if origin is dict:
+        inner = _value_encoder(typing.get_args(tp)[1])
+        return (lambda v: {k: inner(x) for k, x in v.items()}) if inner else dict
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner = _value_encoder(args[0])
+        return (lambda v: None if v is None else inner(v)) if inner else None
+    return None
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+def decode(raw: bytes) -> Envelope:
+    """Decode and validate envelope bytes, or raise ``ProtocolError`` with the reason."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES} byte limit")
+    try:
+        env = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated exception types
+        raise ProtocolError(f"not a msgpack message: {exc.__class__.__name__}") from None
+    if not isinstance(env, dict):
+        raise ProtocolError("envelope must be a map")
+    missing = {"v", "type", "id", "ts", "body"} - set(env)
+    if missing:
+        raise ProtocolError(f"envelope is missing {sorted(missing)}")
+    if set(env) - {"v", "type", "id", "ts", "body"}:
+        raise ProtocolError(f"envelope has unknown fields {sorted(set(env) - {'v', 'type', 'id', 'ts', 'body'})}")
+    if env["v"] != VERSION:
+        raise ProtocolError(f"unsupported protocol version {env['v']!r} (this side speaks {VERSION})")
+    type_name = env["type"]
+    cls = _REGISTRY.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {type_name!r}")
+    if not isinstance(env["id"], str) or not 0 < len(env["id"]) <= 128:
+        raise ProtocolError("envelope id must be a non-empty string")
+    ts = env["ts"]
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
+        raise ProtocolError("envelope ts must be a number")
+    body = decode_body(cls, env["body"])
+    return Envelope(type_name, env["id"], float(ts), body)
+
+
+def decode_body(cls: type, data: Any, where: str = "body") -> Any:
+    return _decoder_for(cls)(data, where)
+
+
+def _decoder_for(cls: type) -> Decoder:
+    dec = _DECODERS.get(cls)
+    if dec is None:
+        dec = _compile_decoder(cls)
+        _DECODERS[cls] = dec
+    return dec
+
+
+def _compile_decoder(cls: type) -> Decoder:
+    hints = typing.get_type_hints(cls)
+    specs: list[tuple[str, Decoder, bool]] = []
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        specs.append((f.name, _value_decoder(hints[f.name], f.metadata), required))
+    names = {name for name, _, _ in specs}
+
+    def dec(data: Any, where: str) -> Any:
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{where} must be a map")
+        unknown = data.keys() - names
+        if unknown:
+            raise ProtocolError(f"{where} has unknown fields {sorted(unknown)}")
+        kwargs = {}
+        for name, field_dec, required in specs:
+            if name in data:
+                kwargs[name] = field_dec(data[name], f"{where}.{name}")
+            elif required:
+                raise ProtocolError(f"{where} is missing field {name!r}")
+        return cls(**kwargs)
+
+    return dec
+
+
+def _value_decoder(tp: Any, meta: Any) -> Decoder:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner = _value_decoder(args[0], meta)
+        return lambda v, w: None if v is None else inner(v, w)
+    if tp is str:
+        is_id = bool(meta.get("id"))
+
+        def dec_str(v: Any, w: str) -> str:
+            if not isinstance(v, str):
+                raise ProtocolError(f"{w} must be a string, not {type(v).__name__}")
+            if len(v) > MAX_STRING:
+                raise ProtocolError(f"{w} is longer than {MAX_STRING} characters")
+            if is_id and not ID_PATTERN.match(v):
+                raise ProtocolError(f"{w} {v!r} is not an identifier (1-128 of A-Z a-z 0-9 _ -)")
+            return v
+
+        return dec_str
+    if tp is bool:
+        def dec_bool(v: Any, w: str) -> bool:
+            if not isinstance(v, bool):
+                raise ProtocolError(f"{w} must be a boolean")
+            return v
+
+        return dec_bool
+    if tp in (int, float):
+        lo, hi = meta.get("min"), meta.get("max")
+        want_int = tp is int
+
+        def dec_num(v: Any, w: str) -> Any:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (want_int and not isinstance(v, int)):
+                raise ProtocolError(f"{w} must be {'an integer' if want_int else 'a number'}")
+            if not want_int and not math.isfinite(v):
+                raise ProtocolError(f"{w} must be finite")
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise ProtocolError(f"{w} = {v} is outside [{lo}, {hi}]")
+            return v if want_int else float(v)
+
+        return dec_num
+    if tp is Resources:
+        def dec_res(v: Any, w: str) -> Resources:
+            if not isinstance(v, dict):
+                raise ProtocolError(f"{w} must be a map")
+            try:
+                return Resources.from_wire(v)
+            except (ResourceError, TypeError, ValueError) as exc:
+                raise ProtocolError(f"{w}: {exc}") from None
+
+        return dec_res
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        allowed = {m.value: m for m in tp}
+
+        def dec_enum(v: Any, w: str) -> Any:
+            try:
+                return allowed[v]
+            except (KeyError, TypeError):
+                raise ProtocolError(f"{w} must be one of {sorted(allowed)}") from None
+
+        return dec_enum
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return lambda v, w: _decoder_for(tp)(v, w)
+    if origin in (list, tuple):
+        inner = _value_decoder(typing.get_args(tp)[0], meta)
+        make = tuple if origin is tuple else list
+
+        def dec_list(v: Any, w: str) -> Any:
+            if not isinstance(v, (list, tuple)):
+                raise ProtocolError(f"{w} must be a list")
+            if len(v) > MAX_LIST_ITEMS:
+                raise ProtocolError(f"{w} has more than {MAX_LIST_ITEMS} items")
+            return make(inner(x, f"{w}[{i}]") for i, x in enumerate(v))
+
+        return dec_list
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        inner = _value_decoder(val_tp, {})
+        any_value = val_tp is Any
+
+        def dec_dict(v: Any, w: str) -> Any:
+            if not isinstance(v, dict):
+                raise ProtocolError(f"{w} must be a map")
+            if len(v) > MAX_LIST_ITEMS:
+                raise ProtocolError(f"{w} has more than {MAX_LIST_ITEMS} entries")
+            for k in v:
+                if not isinstance(k, str):
+                    raise ProtocolError(f"{w} keys must be strings")
+            return dict(v) if any_value else {k: inner(x, f"{w}.{k}") for k, x in v.items()}
+
+        return dec_dict
+    if tp is Any:
+        return lambda v, w: v
+    raise TypeError(f"no decoder for field type {tp!r}")
+
+
+def registered_types() -> dict[str, type]:
+    """Every wire type name and its body class (for docs and tests)."""
+    return dict(_REGISTRY)

@@ -1,0 +1,268 @@
+"""Message bodies of the wire protocol (normative description: docs/protocol.md).
+
+Names follow Mesos' v1 scheduler API where it fits. Every class here is a frozen dataclass registered
+with the codec under its wire ``type``; decoding validates field names, types and ranges.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker_mesos.core.codec import bounded, id_field, message
+from broker_mesos.core.resources import Resources
+
+DEFAULT_REFUSE_SECONDS = 5.0
+MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
+
+
+class TaskState(str, enum.Enum):
+    """Mesos' task states; the value is what travels and what status routing keys end with."""
+
+    STAGING = "TASK_STAGING"
+    STARTING = "TASK_STARTING"
+    RUNNING = "TASK_RUNNING"
+    FINISHED = "TASK_FINISHED"
+    FAILED = "TASK_FAILED"
+    KILLED = "TASK_KILLED"
+    LOST = "TASK_LOST"
+    ERROR = "TASK_ERROR"
+    DROPPED = "TASK_DROPPED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({TaskState.FINISHED, TaskState.FAILED, TaskState.KILLED, TaskState.LOST,
+                             TaskState.ERROR, TaskState.DROPPED})
+
+
+# -- shared values ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CommandInfo:
+    """What to run. ``shell=True``: ``value`` is run by ``/bin/sh -c``; otherwise ``arguments`` is argv."""
+
+    value: str = ""
+    shell: bool = True
+    arguments: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    task_id: str = id_field()
+    agent_id: str = id_field()
+    resources: Resources = field(default_factory=Resources)
+    command: CommandInfo = field(default_factory=CommandInfo)
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    task_id: str = id_field()
+    framework_id: str = id_field()
+    agent_id: str = id_field()
+    state: TaskState
+    uuid: str = id_field()
+    timestamp: float = bounded(0.0)
+    message: str = ""
+    reason: str = ""
+    source: str = "SOURCE_AGENT"
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    offer_id: str = id_field()
+    framework_id: str = id_field()
+    agent_id: str = id_field()
+    hostname: str = ""
+    resources: Resources = field(default_factory=Resources)
+    attributes: dict[str, str] = field(default_factory=dict)
+    expires_in: float = bounded(0.0, 86400.0, default=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTask:
+    """A task as an agent reports it in REGISTER / HEARTBEAT."""
+
+    task_id: str = id_field()
+    framework_id: str = id_field()
+    resources: Resources = field(default_factory=Resources)
+    state: TaskState = TaskState.RUNNING
+
+
+# -- agent -> master (exchange agent.register) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentInfo:
+    agent_id: str = id_field()
+    hostname: str = ""
+    resources: Resources = field(default_factory=Resources)
+    attributes: dict[str, str] = field(default_factory=dict)
+    tasks: list[AgentTask] = field(default_factory=list)
+    heartbeat_interval: float = bounded(0.05, 3600.0, default=5.0)
+
+
+@message("REGISTER")
+@dataclass(frozen=True, slots=True)
+class Register(_AgentInfo):
+    """An agent announces itself (also sent again after a broker reconnect)."""
+
+
+@message("HEARTBEAT")
+@dataclass(frozen=True, slots=True)
+class Heartbeat(_AgentInfo):
+    """Periodic proof of life; carries the full agent info so a restarted master re-learns the agent."""
+
+
+# -- framework -> master (exchange master, routing key = type) --------------------------------
+
+
+@message("SUBSCRIBE")
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    framework_id: str = id_field()
+    name: str = ""
+    role: str = "*"
+    weight: float = bounded(0.001, 1e6, default=1.0)
+    user: str = ""
+    failover_timeout: float = bounded(0.0, MAX_REFUSE_SECONDS, default=0.0)
+
+
+@message("ACCEPT")
+@dataclass(frozen=True, slots=True)
+class Accept:
+    framework_id: str = id_field()
+    offer_ids: list[str] = id_field(default_factory=list)
+    tasks: list[TaskInfo] = field(default_factory=list)
+    refuse_seconds: float = bounded(0.0, MAX_REFUSE_SECONDS, default=0.0)
+
+
+@message("DECLINE")
+@dataclass(frozen=True, slots=True)
+class Decline:
+    framework_id: str = id_field()
+    offer_ids: list[str] = id_field(default_factory=list)
+    refuse_seconds: float = bounded(0.0, MAX_REFUSE_SECONDS, default=DEFAULT_REFUSE_SECONDS)
+
+
+@message("KILL")
+@dataclass(frozen=True, slots=True)
+class Kill:
+    framework_id: str = id_field()
+    task_ids: list[str] = id_field(default_factory=list)
+
+
+@message("REVIVE")
+@dataclass(frozen=True, slots=True)
+class Revive:
+    framework_id: str = id_field()
+
+
+@message("SUPPRESS")
+@dataclass(frozen=True, slots=True)
+class Suppress:
+    framework_id: str = id_field()
+
+
+@message("RECONCILE")
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """Ask for the latest state of ``task_ids``, or of every task of the framework when empty."""
+
+    framework_id: str = id_field()
+    task_ids: list[str] = id_field(default_factory=list)
+
+
+@message("TEARDOWN")
+@dataclass(frozen=True, slots=True)
+class Teardown:
+    """The framework is done: its tasks are killed and it is forgotten."""
+
+    framework_id: str = id_field()
+
+
+# -- master -> framework (exchange offers, routing key = framework id; or the caller's reply_to) --
+
+
+@message("SUBSCRIBED")
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    framework_id: str = id_field()
+    master_id: str = ""
+
+
+@message("OFFERS")
+@dataclass(frozen=True, slots=True)
+class Offers:
+    offers: list[Offer] = field(default_factory=list)
+
+
+@message("RESCIND")
+@dataclass(frozen=True, slots=True)
+class Rescind:
+    offer_ids: list[str] = id_field(default_factory=list)
+
+
+@message("UPDATE")
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Task states sent straight to a framework (answers to RECONCILE)."""
+
+    updates: list[TaskStatus] = field(default_factory=list)
+
+
+@message("ERROR")
+@dataclass(frozen=True, slots=True)
+class Error:
+    message: str = ""
+    call_type: str = ""
+    call_id: str = ""
+
+
+# -- master -> agent (exchange tasks, routing key = agent id) ---------------------------------
+
+
+@message("RUN_TASKS")
+@dataclass(frozen=True, slots=True)
+class RunTasks:
+    framework_id: str = id_field()
+    tasks: list[TaskInfo] = field(default_factory=list)
+
+
+@message("KILL_TASKS")
+@dataclass(frozen=True, slots=True)
+class KillTasks:
+    framework_id: str = id_field()
+    task_ids: list[str] = id_field(default_factory=list)
+
+
+# -- agents and master -> everyone (exchange status, key <framework>.<agent>.<state>) ---------
+
+
+@message("STATUS")
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Status updates that share one framework, agent and state (so one routing key)."""
+
+    updates: list[TaskStatus] = field(default_factory=list)
+
+
+# -- master -> monitors (exchange events, key = kind) -----------------------------------------
+
+
+@message("EVENT")
+@dataclass(frozen=True, slots=True)
+class ClusterEvent:
+    kind: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+FRAMEWORK_CALLS: tuple[type, ...] = (Subscribe, Accept, Decline, Kill, Revive, Suppress, Reconcile, Teardown)
+AGENT_MESSAGES: tuple[type, ...] = (Register, Heartbeat)

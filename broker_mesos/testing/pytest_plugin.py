@@ -1,0 +1,62 @@
+"""pytest fixtures for broker-mesos and for users testing their own frameworks.
+
+* ``rabbit_node`` (session): a private RabbitMQ node started for the test session and stopped after.
+* ``broker_url``: an AMQP URL on a vhost of that node that no other test uses.
+* ``procs``: a ``ProcessGroup`` whose children are stopped after the test; their output is printed
+  when the test fails.
+* ``rabbit_node_factory``: start further nodes (fault tests); each is stopped at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from broker_mesos.testing.processes import ProcessGroup
+from broker_mesos.testing.rabbit import RabbitNode
+
+
+@pytest.fixture(scope="session")
+def rabbit_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    node = RabbitNode(tmp_path_factory.mktemp("rabbit"))
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def rabbit_node_factory(tmp_path: Path) -> Iterator[Callable[..., RabbitNode]]:
+    nodes: list[RabbitNode] = []
+
+    def make(**kwargs: object) -> RabbitNode:
+        node = RabbitNode(tmp_path / f"rabbit{len(nodes)}", **kwargs)  # type: ignore[arg-type]
+        nodes.append(node)
+        return node.start()
+
+    yield make
+    for node in nodes:
+        node.kill()
+
+
+@pytest.fixture
+def broker_url(rabbit_node: RabbitNode) -> str:
+    return rabbit_node.url(rabbit_node.fresh_vhost())
+
+
+@pytest.fixture
+def procs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ProcessGroup]:
+    group = ProcessGroup(tmp_path / "logs")
+    yield group
+    group.stop_all()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(group.dump())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

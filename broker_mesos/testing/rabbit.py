@@ -1,0 +1,161 @@
+"""A private RabbitMQ node for tests: its own node name, ports, data directory and vhosts.
+
+``RabbitNode(dir).start()`` runs Debian's ``rabbitmq-server`` as a child process; ``stop()`` shuts it
+down, ``kill()`` SIGKILLs it (for fault tests) and ``start()`` again brings it back on the same ports
+and data. The node boots with a pool of vhosts (``t0``...) so every test gets a fresh, isolated one
+without paying for ``rabbitmqctl`` calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+from broker_mesos.testing.wait import wait_for
+
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+BOOT_TIMEOUT = 90.0
+VHOST_POOL = 100
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rabbitmq_available() -> bool:
+    return Path(RABBITMQ_SERVER).exists() or shutil.which("rabbitmq-server") is not None
+
+
+class RabbitNode:
+    """One RabbitMQ node under ``base_dir``, reachable at ``url(vhost)``."""
+
+    def __init__(self, base_dir: str | os.PathLike[str], name: str | None = None, vhosts: int = VHOST_POOL) -> None:
+        self.base_dir = Path(base_dir)
+        self.name = name or f"bmesos{os.getpid()}x{free_port()}"
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.vhosts = [f"t{i}" for i in range(vhosts)]
+        self._next_vhost = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def node(self) -> str:
+        return f"{self.name}@localhost"
+
+    def url(self, vhost: str = "/") -> str:
+        quoted = "%2F" if vhost == "/" else vhost
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/{quoted}"
+
+    def fresh_vhost(self) -> str:
+        """A vhost no earlier caller has been given: one per test keeps tests independent."""
+        if self._next_vhost >= len(self.vhosts):
+            raise RuntimeError("the node's vhost pool is used up; start it with more vhosts")
+        vhost = self.vhosts[self._next_vhost]
+        self._next_vhost += 1
+        return vhost
+
+    def _write_config(self) -> dict[str, str]:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        defs = {
+            "users": [{"name": "guest", "password": "guest", "tags": ["administrator"]}],
+            "vhosts": [{"name": "/"}] + [{"name": v} for v in self.vhosts],
+            "permissions": [{"user": "guest", "vhost": v, "configure": ".*", "write": ".*", "read": ".*"}
+                            for v in ["/", *self.vhosts]],
+        }
+        (self.base_dir / "definitions.json").write_text(json.dumps(defs))
+        (self.base_dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
+            f"load_definitions = {self.base_dir / 'definitions.json'}\n"
+            "loopback_users = none\n"
+            "log.console = false\n"
+            "log.file.level = warning\n"
+            "disk_free_limit.absolute = 50MB\n")
+        (self.base_dir / "enabled_plugins").write_text("[].\n")
+        (self.base_dir / "env.conf").write_text("")
+        return {
+            **os.environ,
+            "HOME": str(self.base_dir),
+            "RABBITMQ_CONF_ENV_FILE": str(self.base_dir / "env.conf"),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_CONFIG_FILE": str(self.base_dir / "rabbitmq.conf"),
+            "RABBITMQ_MNESIA_BASE": str(self.base_dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.base_dir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base_dir / "enabled_plugins"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    def start(self, timeout: float = BOOT_TIMEOUT) -> RabbitNode:
+        """Start the node and return once it accepts AMQP connections."""
+        if not rabbitmq_available():
+            raise RuntimeError("rabbitmq-server is not installed: run scripts/test, which installs it")
+        env = self._write_config()
+        server = RABBITMQ_SERVER if Path(RABBITMQ_SERVER).exists() else shutil.which("rabbitmq-server")
+        out = open(self.base_dir / "server.out", "ab")  # noqa: SIM115 - the child owns it
+        self.process = subprocess.Popen([str(server)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        wait_for(self._accepts_amqp, timeout, f"RabbitMQ node {self.node} to accept connections "
+                 f"(log: {self.base_dir / 'server.out'})", interval=0.2, abort=self._died)
+        return self
+
+    def _died(self) -> str | None:
+        if self.process is not None and self.process.poll() is not None:
+            tail = (self.base_dir / "server.out").read_text(errors="replace")[-2000:]
+            return f"rabbitmq-server exited with {self.process.returncode}:\n{tail}"
+        return None
+
+    def _accepts_amqp(self) -> bool:
+        import pika
+
+        try:
+            conn = pika.BlockingConnection(pika.URLParameters(self.url() + "?socket_timeout=2&connection_attempts=1"))
+        except Exception:  # any failure means "not yet"
+            return False
+        conn.close()
+        return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut the node down cleanly (SIGTERM), SIGKILL if it takes longer than ``timeout``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the node and everything it started: a crash, for fault tests."""
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+    def __enter__(self) -> RabbitNode:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_closed(port: int, timeout: float = 10.0) -> None:
+    def closed() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) != 0
+
+    wait_for(closed, timeout, f"port {port} to close")
+
+
