@@ -224,7 +224,8 @@ class Bus:
         deadline = time.monotonic() + 2.0
 
         def close_when_flushed() -> None:
-            if self._ready and (self._unconfirmed or any(v is not None for v in self._inflight.values())) and time.monotonic() < deadline:
+            busy = self._unconfirmed or any(v is not None for v in self._inflight.values())
+            if self._ready and busy and time.monotonic() < deadline:
                 self._flush_acks()
                 self._ioloop.call_later(0.01, close_when_flushed)
                 return
@@ -291,7 +292,10 @@ class Bus:
         channel.basic_qos(prefetch_count=self.prefetch, callback=lambda _f: self._declare_all())
 
     def _on_channel_closed(self, channel: pika.channel.Channel, reason: BaseException) -> None:
-        log.error("%s: channel closed: %s", self.name, reason)
+        if self._stopping:
+            log.debug("%s: channel closed: %s", self.name, reason)
+        else:
+            log.error("%s: channel closed: %s", self.name, reason)
         self._lost()
         if self._connection is not None and self._connection.is_open and not self._stopping:
             self._connection.close()
@@ -408,7 +412,8 @@ class Bus:
             done = [out] if out else []
         for out in done:
             if nacked:
-                log.warning("%s: broker nacked a message to %s/%s; re-sending", self.name, out.exchange, out.routing_key)
+                log.warning("%s: broker nacked a message to %s/%s; re-sending", self.name, out.exchange,
+                            out.routing_key)
                 self._send(out)
                 continue
             self.stats.confirmed += 1

@@ -275,7 +275,7 @@ def _value_decoder(tp: Any, meta: Any) -> Decoder:
 
         return dec_list
     if origin is dict:
-        key_tp, val_tp = typing.get_args(tp)
+        _, val_tp = typing.get_args(tp)
         inner = _value_decoder(val_tp, {})
         any_value = val_tp is Any
 

@@ -17,7 +17,7 @@ DEFAULT_REFUSE_SECONDS = 5.0
 MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
 
 
-class TaskState(str, enum.Enum):
+class TaskState(enum.StrEnum):
     """Mesos' task states; the value is what travels and what status routing keys end with."""
 
     STAGING = "TASK_STAGING"

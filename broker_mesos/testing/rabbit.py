@@ -8,6 +8,7 @@ without paying for ``rabbitmqctl`` calls.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -138,10 +139,8 @@ class RabbitNode:
         """SIGKILL the node and everything it started: a crash, for fault tests."""
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait()
 
     def __enter__(self) -> RabbitNode:

@@ -1,0 +1,84 @@
+"""``bmesos agent``: run an agent on this machine (or container)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from broker_mesos.agent.detect import check_agent_id, default_agent_id, detect_resources, parse_resources
+from broker_mesos.agent.executor import EXECUTORS
+from broker_mesos.agent.process import Agent, AgentConfig
+from broker_mesos.bus.connection import Bus
+from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, setup_logging
+from broker_mesos.core.errors import ResourceError
+from broker_mesos.core.resources import Resources, parse_attributes
+
+
+def _agent_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+    if value is None:
+        return default_agent_id()
+    try:
+        return check_agent_id(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _resources(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Resources | None:
+    if value is None:
+        return None
+    try:
+        return parse_resources(value)
+    except ResourceError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dict[str, str]:
+    try:
+        return parse_attributes(value)
+    except ResourceError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@broker_options
+@click.option("--id", "agent_id", callback=_agent_id, metavar="ID",
+              help="Agent id (A-Z a-z 0-9 _ -). Default: the hostname with other characters made '-', so each "
+                   "docker-compose replica gets its own.")
+@click.option("--resources", callback=_resources, metavar="TEXT",
+              help="What this agent offers, e.g. 'cpus:4;mem:4096;disk:10000;ports:[31000-32000]'. Replaces "
+                   "detection entirely. Default: all logical cpus, total memory (MB), the work dir's filesystem "
+                   "size (MB) and ports 31000-32000.")
+@click.option("--attributes", callback=_attributes, default="", metavar="TEXT",
+              help="Attributes passed to frameworks with every offer, e.g. 'rack:a;zone:1'.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where task sandboxes go (<work-dir>/frameworks/<fw>/tasks/<task>/). "
+                   "Default: ./.bmesos/agent-<id>.")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="command", show_default=True,
+              help="'command' runs each task's command in its sandbox. 'noop' runs nothing: every task goes "
+                   "STARTING, RUNNING, FINISHED at once, with no process and no sandbox (for benchmarks and "
+                   "for simulating many agents).")
+@click.option("--heartbeat-interval", type=click.FloatRange(0.05, 3600.0), default=5.0, show_default=True,
+              help="Seconds between HEARTBEAT messages.")
+@click.option("--kill-grace", type=click.FloatRange(min=0.0), default=3.0, show_default=True,
+              help="Seconds between SIGTERM and SIGKILL when a task is killed.")
+@log_level_option
+@one_line_errors
+def agent(broker: str, connect_timeout: float, agent_id: str, resources: Resources | None,
+          attributes: dict[str, str], work_dir: Path | None, executor: str, heartbeat_interval: float,
+          kill_grace: float, log_level: str) -> None:
+    """Run an agent: offer this machine's resources and run the tasks the master sends.
+
+    Stops on SIGTERM or Ctrl-C after killing its running tasks (they report TASK_KILLED).
+    """
+    setup_logging(log_level)
+    work_dir = (work_dir or Path(".bmesos") / f"agent-{agent_id}").absolute()
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create work dir {work_dir}: {exc}") from None
+    config = AgentConfig(agent_id=agent_id, resources=resources or detect_resources(work_dir), work_dir=work_dir,
+                         attributes=attributes, executor=executor, heartbeat_interval=heartbeat_interval,
+                         kill_grace=kill_grace)
+    bus = Bus(broker, f"agent {agent_id}", connect_timeout=connect_timeout)
+    Agent(bus, config).run()

@@ -1,0 +1,46 @@
+"""``bmesos``: the command line of broker-mesos. One module per command; this file only wires them."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+COMMANDS = {
+    "master": "broker_mesos.cli.master:master",
+    "agent": "broker_mesos.cli.agent:agent",
+    "run": "broker_mesos.cli.run:run",
+    "watch": "broker_mesos.cli.watch:watch",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs, so ``bmesos --help`` stays fast."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="broker-mesos")
+def main() -> None:
+    """broker-mesos: a Mesos-style cluster resource manager over RabbitMQ.
+
+    Start a master and some agents, then run work on them:
+
+      bmesos master &
+      bmesos agent --resources 'cpus:4;mem:4096' &
+      bmesos run --count 3 -- echo hello
+      bmesos watch '#'
+    """
+
+
+if __name__ == "__main__":
+    main()

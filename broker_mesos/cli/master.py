@@ -1,0 +1,42 @@
+"""``bmesos master``: run the master process."""
+
+from __future__ import annotations
+
+import click
+
+from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, setup_logging
+from broker_mesos.core.codec import ID_PATTERN
+from broker_mesos.core.master import MasterConfig
+
+
+def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not ID_PATTERN.match(value):
+        raise click.BadParameter("must be 1-128 of A-Z a-z 0-9 _ -")
+    return value
+
+
+@click.command()
+@broker_options
+@click.option("--allocation-interval", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
+              help="Seconds between allocation rounds; a round batches every change since the last one.")
+@click.option("--batch-threshold", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Run a round early once this many changes (releases, registrations, calls) have piled up.")
+@click.option("--offer-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds an offer stays valid; unanswered offers are rescinded and their resources re-offered.")
+@click.option("--master-id", callback=_master_id, default=None, help="This master's id (default: random).")
+@log_level_option
+@one_line_errors
+def master(broker: str, connect_timeout: float, allocation_interval: float, batch_threshold: int,
+           offer_timeout: float, master_id: str | None, log_level: str) -> None:
+    """Run the master: keeps cluster state, makes offers in allocation rounds, routes tasks to agents.
+
+    The master consumes the queues master.agents, master.calls and master.status, offers agents' free
+    resources to frameworks by dominant resource fairness, and publishes offers to offers.<framework>.
+    """
+    from broker_mesos.master.process import MasterProcess, new_master_id
+
+    setup_logging(log_level)
+    config = MasterConfig(master_id or new_master_id(), allocation_interval, batch_threshold, offer_timeout)
+    process = MasterProcess(broker, config, connect_timeout=connect_timeout)
+    process.install_signal_handlers()
+    process.run()

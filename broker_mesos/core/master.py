@@ -1,0 +1,502 @@
+"""The master's state machine: cluster state in, effects out, no I/O and no clock of its own.
+
+Every input is a method taking the decoded message and ``now`` (seconds, from the caller's clock) and
+returning a list of effects for the process shell to publish. Calls the master refuses raise
+``CallRefused`` *before* changing anything, so a refused call leaves the state as it was.
+
+Resources of an agent are always in exactly one of three places: ``free`` (in the pool), an outstanding
+offer, or a live task. ``check_invariants`` asserts that books balance; tests call it after every step.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker_mesos.core import allocator, protocol
+from broker_mesos.core.errors import CallRefused
+from broker_mesos.core.protocol import TaskState, TaskStatus
+from broker_mesos.core.resources import Resources
+
+COMPLETED_TASKS_KEPT = 10_000
+
+
+# -- effects ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ToFramework:
+    """Send ``body`` to a framework: to ``reply_to`` when given, else to its ``offers.<id>`` queue."""
+
+    framework_id: str
+    body: Any
+    reply_to: str | None = None
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToAgent:
+    agent_id: str
+    body: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PublishStatus:
+    """A status update the master decides itself (LOST, ERROR, DROPPED), published on ``status``."""
+
+    status: TaskStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PublishEvent:
+    kind: str
+    detail: dict[str, Any]
+
+
+Effect = ToFramework | ToAgent | PublishStatus | PublishEvent
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AgentRecord:
+    agent_id: str
+    hostname: str
+    total: Resources
+    free: Resources
+    attributes: dict[str, str]
+    last_seen: float
+    heartbeat_interval: float
+    tasks: set[tuple[str, str]] = field(default_factory=set)
+    offers: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class FrameworkRecord:
+    framework_id: str
+    name: str
+    role: str
+    weight: float
+    seq: int
+    reply_to: str | None
+    suppressed: bool = False
+    allocated: Resources = field(default_factory=Resources)
+    filters: dict[str, float] = field(default_factory=dict)
+    offers: set[str] = field(default_factory=set)
+    tasks: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    task_id: str
+    framework_id: str
+    agent_id: str
+    resources: Resources
+    state: TaskState
+    last_status: TaskStatus | None = None
+
+
+@dataclass(slots=True)
+class OfferRecord:
+    offer_id: str
+    framework_id: str
+    agent_id: str
+    resources: Resources
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MasterConfig:
+    master_id: str = "master"
+    allocation_interval: float = 1.0
+    batch_threshold: int = 1000
+    offer_timeout: float = 30.0
+
+
+# -- the state machine ------------------------------------------------------------------------
+
+
+class MasterState:
+    """Agents, frameworks, tasks and offers, and the rules that change them."""
+
+    def __init__(self, config: MasterConfig) -> None:
+        self.config = config
+        self.agents: dict[str, AgentRecord] = {}
+        self.frameworks: dict[str, FrameworkRecord] = {}
+        self.tasks: dict[tuple[str, str], TaskRecord] = {}
+        self.offers: dict[str, OfferRecord] = {}
+        self.completed: collections.OrderedDict[tuple[str, str], TaskRecord] = collections.OrderedDict()
+        self.total = Resources()
+        self.changes = 0
+        self.last_round = float("-inf")
+        self.rounds = 0
+        self._offer_ids = itertools.count(1)
+        self._framework_seq = itertools.count(1)
+        self._status_ids = itertools.count(1)
+        self._next_filter_expiry = float("inf")
+
+    # -- agents -----------------------------------------------------------------------------
+    def agent_info(self, info: protocol.Register | protocol.Heartbeat, now: float) -> list[Effect]:
+        """REGISTER or HEARTBEAT: admit a new agent (adopting tasks it reports), or refresh a known one."""
+        agent = self.agents.get(info.agent_id)
+        if agent is not None:
+            agent.last_seen = now
+            agent.hostname = info.hostname
+            agent.attributes = dict(info.attributes)
+            agent.heartbeat_interval = info.heartbeat_interval
+            if info.resources != agent.total and self._in_use(agent) <= info.resources:
+                self._set_total(agent, info.resources)
+            return []
+        agent = AgentRecord(info.agent_id, info.hostname, info.resources, info.resources,
+                            dict(info.attributes), now, info.heartbeat_interval)
+        self.agents[agent.agent_id] = agent
+        self.total = self.total + agent.total
+        for reported in info.tasks:
+            self._adopt(agent, reported)
+        self._changed()
+        return [PublishEvent("agent.added", {"agent_id": agent.agent_id, "hostname": agent.hostname,
+                                             "resources": agent.total.to_wire()})]
+
+    def _adopt(self, agent: AgentRecord, reported: protocol.AgentTask) -> None:
+        """A task an agent runs that this master has not heard of (the master restarted)."""
+        key = (reported.framework_id, reported.task_id)
+        if key in self.tasks or reported.state.terminal or not reported.resources <= agent.free:
+            return
+        self.tasks[key] = TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
+                                     reported.resources, reported.state)
+        agent.free = agent.free - reported.resources
+        agent.tasks.add(key)
+        framework = self.frameworks.get(reported.framework_id)
+        if framework is not None:
+            framework.tasks.add(reported.task_id)
+            framework.allocated = framework.allocated + reported.resources
+
+    def _in_use(self, agent: AgentRecord) -> Resources:
+        used = Resources()
+        for key in agent.tasks:
+            used = used + self.tasks[key].resources
+        for offer_id in agent.offers:
+            used = used + self.offers[offer_id].resources
+        return used
+
+    def _set_total(self, agent: AgentRecord, total: Resources) -> None:
+        self.total = self.total - agent.total + total
+        agent.free = total - self._in_use(agent)
+        agent.total = total
+        self._changed()
+
+    # -- framework calls --------------------------------------------------------------------
+    def subscribe(self, call: protocol.Subscribe, reply_to: str | None, call_id: str, now: float) -> list[Effect]:
+        framework = self.frameworks.get(call.framework_id)
+        if framework is None:
+            framework = FrameworkRecord(call.framework_id, call.name, call.role, call.weight,
+                                        next(self._framework_seq), reply_to)
+            self.frameworks[call.framework_id] = framework
+            for key, task in self.tasks.items():
+                if key[0] == call.framework_id:
+                    framework.tasks.add(task.task_id)
+                    framework.allocated = framework.allocated + task.resources
+            event = "framework.added"
+        else:
+            framework.name, framework.role, framework.weight = call.name, call.role, call.weight
+            framework.reply_to = reply_to
+            event = "framework.resubscribed"
+        self._changed()
+        return [ToFramework(call.framework_id, protocol.Subscribed(call.framework_id, self.config.master_id),
+                            reply_to, call_id),
+                PublishEvent(event, {"framework_id": call.framework_id, "name": call.name, "role": call.role})]
+
+    def _framework(self, framework_id: str) -> FrameworkRecord:
+        framework = self.frameworks.get(framework_id)
+        if framework is None:
+            raise CallRefused(f"framework {framework_id} is not subscribed: send SUBSCRIBE first")
+        return framework
+
+    def accept(self, call: protocol.Accept, now: float) -> list[Effect]:
+        """Launch ``call.tasks`` on the named offers, or refuse the whole call (nothing launches).
+
+        A refused ACCEPT still uses up the caller's own offers it names (their resources go back to the
+        pool), as in Mesos, so a buggy framework cannot hold resources by sending bad calls.
+        """
+        framework = self._framework(call.framework_id)
+        try:
+            offered = self._validate_accept(framework, call, now)
+        except CallRefused:
+            for offer_id in set(call.offer_ids):
+                offer = self.offers.get(offer_id)
+                if offer is not None and offer.framework_id == framework.framework_id:
+                    self._release_offer(offer)
+            raise
+        for offer_id in call.offer_ids:
+            self._release_offer(self.offers[offer_id])
+        by_agent: dict[str, list[protocol.TaskInfo]] = {}
+        for task in call.tasks:
+            agent = self.agents[task.agent_id]
+            key = (framework.framework_id, task.task_id)
+            self.completed.pop(key, None)
+            self.tasks[key] = TaskRecord(task.task_id, framework.framework_id, task.agent_id, task.resources,
+                                         TaskState.STAGING)
+            agent.free = agent.free - task.resources
+            agent.tasks.add(key)
+            framework.tasks.add(task.task_id)
+            framework.allocated = framework.allocated + task.resources
+            by_agent.setdefault(task.agent_id, []).append(task)
+        if call.refuse_seconds > 0:
+            for agent_id in offered:
+                self._filter(framework, agent_id, now + call.refuse_seconds)
+        return [ToAgent(agent_id, protocol.RunTasks(framework.framework_id, tasks))
+                for agent_id, tasks in by_agent.items()]
+
+    def _validate_accept(self, framework: FrameworkRecord, call: protocol.Accept, now: float) -> dict[str, Resources]:
+        """Check an ACCEPT without changing anything; returns the offered resources per agent."""
+        if not call.offer_ids:
+            raise CallRefused("ACCEPT names no offers")
+        if len(set(call.offer_ids)) != len(call.offer_ids):
+            raise CallRefused("ACCEPT names the same offer twice")
+        offered: dict[str, Resources] = {}
+        for offer_id in call.offer_ids:
+            offer = self.offers.get(offer_id)
+            if offer is None:
+                raise CallRefused(f"offer {offer_id} is unknown, expired or already used")
+            if offer.framework_id != framework.framework_id:
+                raise CallRefused(f"offer {offer_id} was made to another framework")
+            if offer.expires_at <= now:
+                raise CallRefused(f"offer {offer_id} has expired")
+            offered[offer.agent_id] = offered.get(offer.agent_id, Resources()) + offer.resources
+        wanted: dict[str, Resources] = {}
+        seen: set[str] = set()
+        for task in call.tasks:
+            if task.task_id in seen:
+                raise CallRefused(f"task id {task.task_id} appears twice in the ACCEPT")
+            seen.add(task.task_id)
+            existing = self.tasks.get((framework.framework_id, task.task_id))
+            if existing is not None:
+                raise CallRefused(f"task id {task.task_id} is already in use by a live task")
+            if task.agent_id not in offered:
+                raise CallRefused(f"task {task.task_id} names agent {task.agent_id}, which none of the offers is on")
+            if not task.resources:
+                raise CallRefused(f"task {task.task_id} asks for no resources")
+            if not task.command.value and not task.command.arguments:
+                raise CallRefused(f"task {task.task_id} has no command")
+            wanted[task.agent_id] = wanted.get(task.agent_id, Resources()) + task.resources
+        for agent_id, want in wanted.items():
+            if not want <= offered[agent_id]:
+                raise CallRefused(f"tasks on agent {agent_id} need {want} but the offers hold {offered[agent_id]}")
+        return offered
+
+    def decline(self, call: protocol.Decline, now: float) -> list[Effect]:
+        framework = self._framework(call.framework_id)
+        for offer_id in call.offer_ids:
+            offer = self.offers.get(offer_id)
+            if offer is None or offer.framework_id != framework.framework_id:
+                continue  # declining an offer that is gone is harmless, as in Mesos
+            self._release_offer(offer)
+            if call.refuse_seconds > 0:
+                self._filter(framework, offer.agent_id, now + call.refuse_seconds)
+        return []
+
+    def kill(self, call: protocol.Kill, now: float) -> list[Effect]:
+        framework = self._framework(call.framework_id)
+        by_agent: dict[str, list[str]] = {}
+        effects: list[Effect] = []
+        for task_id in call.task_ids:
+            task = self.tasks.get((framework.framework_id, task_id))
+            if task is None:
+                effects.append(PublishStatus(self._master_status(
+                    framework.framework_id, task_id, self._agent_of_completed(framework.framework_id, task_id),
+                    TaskState.LOST, "REASON_RECONCILIATION", "kill of a task the master does not know", now)))
+                continue
+            by_agent.setdefault(task.agent_id, []).append(task_id)
+        effects.extend(ToAgent(agent_id, protocol.KillTasks(framework.framework_id, ids))
+                       for agent_id, ids in by_agent.items())
+        return effects
+
+    def revive(self, call: protocol.Revive, now: float) -> list[Effect]:
+        framework = self._framework(call.framework_id)
+        framework.suppressed = False
+        framework.filters.clear()
+        self._changed()
+        return []
+
+    def suppress(self, call: protocol.Suppress, now: float) -> list[Effect]:
+        self._framework(call.framework_id).suppressed = True
+        return []
+
+    def reconcile(self, call: protocol.Reconcile, reply_to: str | None, call_id: str, now: float) -> list[Effect]:
+        framework = self._framework(call.framework_id)
+        fw = framework.framework_id
+        if call.task_ids:
+            keys = [(fw, task_id) for task_id in call.task_ids]
+        else:
+            keys = [(fw, task_id) for task_id in sorted(framework.tasks)]
+        updates = []
+        for key in keys:
+            task = self.tasks.get(key) or self.completed.get(key)
+            if task is None:
+                updates.append(self._master_status(fw, key[1], "unknown", TaskState.LOST,
+                                                   "REASON_RECONCILIATION", "task unknown to the master", now))
+            else:
+                updates.append(self._master_status(fw, task.task_id, task.agent_id, task.state,
+                                                   "REASON_RECONCILIATION", "", now))
+        return [ToFramework(fw, protocol.Update(updates), reply_to, call_id)]
+
+    def teardown(self, call: protocol.Teardown, now: float) -> list[Effect]:
+        framework = self._framework(call.framework_id)
+        effects = self.kill(protocol.Kill(framework.framework_id, sorted(framework.tasks)), now)
+        effects = [e for e in effects if not isinstance(e, PublishStatus)]
+        for offer_id in list(framework.offers):
+            self._release_offer(self.offers[offer_id])
+        del self.frameworks[framework.framework_id]
+        self._changed()
+        effects.append(PublishEvent("framework.removed", {"framework_id": framework.framework_id}))
+        return effects
+
+    # -- status updates ---------------------------------------------------------------------
+    def status_update(self, status: TaskStatus, now: float) -> list[Effect]:
+        """Record a task's new state; a terminal state returns its resources to the pool."""
+        key = (status.framework_id, status.task_id)
+        task = self.tasks.get(key)
+        if task is None:
+            return []  # already terminal (a duplicate) or never known: nothing to change
+        task.state = status.state
+        task.last_status = status
+        if status.state.terminal:
+            del self.tasks[key]
+            agent = self.agents.get(task.agent_id)
+            if agent is not None:
+                agent.tasks.discard(key)
+                agent.free = agent.free + task.resources
+            framework = self.frameworks.get(task.framework_id)
+            if framework is not None:
+                framework.tasks.discard(task.task_id)
+                framework.allocated = framework.allocated - task.resources
+            self.completed[key] = task
+            while len(self.completed) > COMPLETED_TASKS_KEPT:
+                self.completed.popitem(last=False)
+            self._changed()
+        return []
+
+    # -- time -------------------------------------------------------------------------------
+    def round_due(self, now: float) -> bool:
+        if now >= self._next_filter_expiry:
+            self._expire_filters(now)
+        if not self.changes:
+            return False
+        return self.changes >= self.config.batch_threshold or now - self.last_round >= self.config.allocation_interval
+
+    def tick(self, now: float) -> list[Effect]:
+        """Rescind expired offers, then run an allocation round if one is due."""
+        effects = self._expire_offers(now)
+        if self.round_due(now):
+            effects.extend(self.allocation_round(now))
+        return effects
+
+    def allocation_round(self, now: float) -> list[Effect]:
+        """Offer every agent's free resources, batched into one OFFERS message per framework."""
+        self.changes = 0
+        self.last_round = now
+        self.rounds += 1
+        clients = [allocator.Client(f.framework_id, f.weight, f.allocated, f.seq)
+                   for f in self.frameworks.values() if not f.suppressed]
+        free = {a.agent_id: a.free for a in self.agents.values() if a.free}
+
+        def filtered(framework_id: str, agent_id: str) -> bool:
+            until = self.frameworks[framework_id].filters.get(agent_id)
+            return until is not None and until > now
+
+        per_framework: dict[str, list[protocol.Offer]] = {}
+        for alloc in allocator.allocate(free, clients, self.total, filtered):
+            offer = self._make_offer(alloc, now)
+            agent = self.agents[alloc.agent_id]
+            per_framework.setdefault(alloc.framework_id, []).append(protocol.Offer(
+                offer.offer_id, offer.framework_id, agent.agent_id, agent.hostname, offer.resources,
+                dict(agent.attributes), self.config.offer_timeout))
+        effects: list[Effect] = [ToFramework(fw, protocol.Offers(offers)) for fw, offers in per_framework.items()]
+        if per_framework:
+            effects.append(PublishEvent("allocation.round", {
+                "round": self.rounds, "offers": sum(len(o) for o in per_framework.values()),
+                "frameworks": len(per_framework), "agents": len(free)}))
+        return effects
+
+    def _make_offer(self, alloc: allocator.Allocation, now: float) -> OfferRecord:
+        offer = OfferRecord(f"{self.config.master_id}-O{next(self._offer_ids)}", alloc.framework_id,
+                            alloc.agent_id, alloc.resources, now + self.config.offer_timeout)
+        self.offers[offer.offer_id] = offer
+        agent = self.agents[alloc.agent_id]
+        agent.free = agent.free - alloc.resources
+        agent.offers.add(offer.offer_id)
+        framework = self.frameworks[alloc.framework_id]
+        framework.offers.add(offer.offer_id)
+        framework.allocated = framework.allocated + alloc.resources
+        return offer
+
+    def _release_offer(self, offer: OfferRecord) -> None:
+        del self.offers[offer.offer_id]
+        agent = self.agents[offer.agent_id]
+        agent.offers.discard(offer.offer_id)
+        agent.free = agent.free + offer.resources
+        framework = self.frameworks.get(offer.framework_id)
+        if framework is not None:
+            framework.offers.discard(offer.offer_id)
+            framework.allocated = framework.allocated - offer.resources
+        self._changed()
+
+    def _expire_offers(self, now: float) -> list[Effect]:
+        expired: dict[str, list[str]] = {}
+        for offer in [o for o in self.offers.values() if o.expires_at <= now]:
+            self._release_offer(offer)
+            expired.setdefault(offer.framework_id, []).append(offer.offer_id)
+        return [ToFramework(fw, protocol.Rescind(ids)) for fw, ids in expired.items()]
+
+    def _filter(self, framework: FrameworkRecord, agent_id: str, until: float) -> None:
+        framework.filters[agent_id] = max(until, framework.filters.get(agent_id, 0.0))
+        self._next_filter_expiry = min(self._next_filter_expiry, until)
+
+    def _expire_filters(self, now: float) -> None:
+        upcoming = float("inf")
+        for framework in self.frameworks.values():
+            for agent_id, until in list(framework.filters.items()):
+                if until <= now:
+                    del framework.filters[agent_id]
+                    self._changed()
+                else:
+                    upcoming = min(upcoming, until)
+        self._next_filter_expiry = upcoming
+
+    def _changed(self) -> None:
+        self.changes += 1
+
+    def _agent_of_completed(self, framework_id: str, task_id: str) -> str:
+        done = self.completed.get((framework_id, task_id))
+        return done.agent_id if done is not None else "unknown"
+
+    def _master_status(self, framework_id: str, task_id: str, agent_id: str, state: TaskState, reason: str,
+                       message: str, now: float) -> TaskStatus:
+        return TaskStatus(task_id, framework_id, agent_id, state, f"{self.config.master_id}-S{next(self._status_ids)}",
+                          now, message, reason, "SOURCE_MASTER")
+
+    # -- checks -----------------------------------------------------------------------------
+    def check_invariants(self) -> None:
+        """Every agent's total = free + offered + used by live tasks; framework books match."""
+        for agent in self.agents.values():
+            assert agent.free + self._in_use(agent) == agent.total, f"agent {agent.agent_id} books do not balance"
+        for framework in self.frameworks.values():
+            held = Resources()
+            for offer_id in framework.offers:
+                held = held + self.offers[offer_id].resources
+            for task_id in framework.tasks:
+                held = held + self.tasks[(framework.framework_id, task_id)].resources
+            assert held == framework.allocated, f"framework {framework.framework_id} books do not balance"
+        offered: set[str] = set()
+        for offer in self.offers.values():
+            assert offer.offer_id not in offered
+            offered.add(offer.offer_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A summary for logs and the events exchange."""
+        return {"agents": len(self.agents), "frameworks": len(self.frameworks), "tasks": len(self.tasks),
+                "offers": len(self.offers), "total": self.total.to_wire()}
+

@@ -1,0 +1,300 @@
+"""The scheduler driver: connects a ``Scheduler`` to the master through RabbitMQ.
+
+What it promises:
+
+* On every (re)connect it declares and consumes the framework's queues (``offers.<fw>``,
+  ``status.<fw>``) and sends SUBSCRIBE; re-subscribing with the same id is idempotent on the master.
+* Every call is one message to exchange ``master`` (routing key = call type, reply_to = the offers
+  queue, correlation_id = envelope id), persistent, confirmed, re-sent after a reconnect. The call
+  methods return that id, which the master echoes in an ERROR if it refuses the call.
+* Calls are thread-safe: from another thread they are marshalled onto the loop; no call waits for a
+  reply, so a scheduler can launch thousands of tasks per ACCEPT without round trips.
+* Status updates reach ``status_update`` once each (deduplicated by ``TaskStatus.uuid``; UPDATE answers
+  to RECONCILE are always delivered); deliveries are acked only after the callback returned.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from broker_mesos.bus import topology
+from broker_mesos.bus.connection import Bus, Delivery
+from broker_mesos.core import codec, protocol
+from broker_mesos.core.errors import ProtocolError
+from broker_mesos.core.protocol import CommandInfo, Offer, TaskInfo, TaskStatus
+from broker_mesos.core.resources import Resources
+from broker_mesos.framework.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+DEDUP_CAPACITY = 100_000
+DISCONNECT_CHECK_INTERVAL = 0.5
+_NOT_ID = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+class RecentIds:
+    """Remembers the last ``capacity`` ids seen (LRU), so duplicates are recognised in bounded memory."""
+
+    def __init__(self, capacity: int = DEDUP_CAPACITY) -> None:
+        self.capacity = capacity
+        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def seen(self, item: str) -> bool:
+        """True if ``item`` was seen recently; otherwise remember it and return False."""
+        if item in self._ids:
+            self._ids.move_to_end(item)
+            return True
+        self._ids[item] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return False
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def identifier(text: str, fallback: str = "framework") -> str:
+    """``text`` made safe as an id (queue names, routing keys): other characters become ``-``."""
+    cleaned = _NOT_ID.sub("-", text).strip("-")[:119]
+    return cleaned or fallback
+
+
+def default_framework_id(name: str) -> str:
+    """``<name>-<8 hex>``: unique enough that two runs of the same framework never collide."""
+    return f"{identifier(name)}-{uuid.uuid4().hex[:8]}"
+
+
+def task(task_id: str, agent_id: str, command: str | Sequence[str], *, cpus: float = 1.0, mem: float = 128.0,
+         resources: Resources | str | None = None, shell: bool | None = None,
+         arguments: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+         name: str = "") -> TaskInfo:
+    """Build a ``TaskInfo``.
+
+    ``command`` as a string runs through ``/bin/sh -c`` (unless ``shell=False``: then it is the program
+    and ``arguments`` its argv); as a list it is the argv, run without a shell. ``resources`` (a
+    ``Resources`` or ``'cpus:1;mem:64'`` text) replaces ``cpus``/``mem`` when given.
+    """
+    if isinstance(command, str):
+        use_shell = True if shell is None else shell
+        argv = list(arguments) if arguments is not None else ([] if use_shell else [command])
+        info = CommandInfo(value=command, shell=use_shell, arguments=argv, environment=dict(env or {}))
+    else:
+        argv = list(command)
+        if not argv:
+            raise ValueError("command must not be empty")
+        if shell:
+            raise ValueError("a command given as an argument list runs without a shell")
+        info = CommandInfo(value=argv[0], shell=False, arguments=argv, environment=dict(env or {}))
+    if isinstance(resources, str):
+        res = Resources.parse(resources)
+    elif resources is not None:
+        res = resources
+    else:
+        res = Resources.of(cpus=cpus, mem=mem)
+    return TaskInfo(task_id=task_id, agent_id=agent_id, resources=res, command=info, name=name or task_id)
+
+
+_CALL_TYPES: dict[type, str] = {}
+
+
+def _call_type(cls: type) -> str:
+    name = _CALL_TYPES.get(cls)
+    if name is None:
+        name = _CALL_TYPES[cls] = topology.call_type(cls)
+    return name
+
+
+class SchedulerDriver:
+    """Runs one framework: ``run()`` blocks, or ``start()`` it in a thread, then ``stop()`` / ``join()``."""
+
+    def __init__(self, scheduler: Scheduler, broker_url: str, name: str, *, framework_id: str | None = None,
+                 role: str = "*", weight: float = 1.0, failover_timeout: float = 0.0,
+                 connect_timeout: float = 15.0) -> None:
+        self.scheduler = scheduler
+        self.name = name
+        self.framework_id = framework_id or default_framework_id(name)
+        if not codec.ID_PATTERN.match(self.framework_id):
+            raise ValueError(f"framework id {self.framework_id!r} is not an identifier ([A-Za-z0-9_-]{{1,128}})")
+        self.role = role
+        self.weight = weight
+        self.failover_timeout = failover_timeout
+        self.subscribed = False
+        self.bus = Bus(broker_url, f"framework {self.framework_id}", connect_timeout=connect_timeout)
+        self._offers_queue, self._status_queue = topology.framework_queues(self.framework_id)
+        self._reply_to = self._offers_queue.name
+        self._seen_updates = RecentIds()
+        self._loop_thread: int | None = None
+        self._thread: threading.Thread | None = None
+        self._loop_started = threading.Event()
+        self._failure: BaseException | None = None
+        self._was_ready = False
+        self._stopped = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def run(self) -> None:
+        """Connect, subscribe and dispatch callbacks until ``stop()``; raises ``BrokerUnreachable``
+        if the broker cannot be reached within ``connect_timeout``."""
+        self._loop_thread = threading.get_ident()
+        self._loop_started.set()
+        self.bus.consume(self._offers_queue, self._on_event)
+        self.bus.consume(self._status_queue, self._on_status)
+        self.bus.on_ready(self._on_ready)
+        self.bus.call_every(DISCONNECT_CHECK_INTERVAL, self._check_connection)
+        log.info("framework=%s name=%s starting", self.framework_id, self.name)
+        self.bus.run()
+        log.info("framework=%s stopped", self.framework_id)
+
+    def start(self) -> None:
+        """Run the driver in a background (daemon) thread; ``join()`` re-raises what it failed with."""
+
+        def target() -> None:
+            try:
+                self.run()
+            except BaseException as exc:  # handed to join()
+                self._failure = exc
+                self._loop_started.set()
+
+        self._thread = threading.Thread(target=target, name=f"driver-{self.framework_id}", daemon=True)
+        self._thread.start()
+        self._loop_started.wait()
+
+    def stop(self) -> None:
+        """Stop after flushing pending calls (best effort). Does not tear the framework down."""
+        self._stopped = True
+        self._on_loop(self.bus.stop)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for a ``start()``-ed driver to end; re-raise the error that ended it, if any."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._failure is not None:
+            raise self._failure
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- calls (thread-safe; each returns the call id the master echoes in an ERROR) ----------
+    def accept(self, offer_ids: Iterable[str], tasks: Iterable[TaskInfo], refuse_seconds: float = 0.0) -> str:
+        return self._call(protocol.Accept(self.framework_id, list(offer_ids), list(tasks), float(refuse_seconds)))
+
+    def launch(self, offer: Offer, tasks: Iterable[TaskInfo], refuse_seconds: float = 0.0) -> str:
+        """Accept one offer with ``tasks`` (whose agent_id must be the offer's agent)."""
+        return self.accept([offer.offer_id], tasks, refuse_seconds)
+
+    def decline(self, offer_ids: Iterable[str], refuse_seconds: float = protocol.DEFAULT_REFUSE_SECONDS) -> str:
+        return self._call(protocol.Decline(self.framework_id, list(offer_ids), float(refuse_seconds)))
+
+    def kill(self, task_id: str) -> str:
+        return self._call(protocol.Kill(self.framework_id, [task_id]))
+
+    def revive(self) -> str:
+        return self._call(protocol.Revive(self.framework_id))
+
+    def suppress(self) -> str:
+        return self._call(protocol.Suppress(self.framework_id))
+
+    def reconcile(self, task_ids: Iterable[str] = ()) -> str:
+        """Ask for the latest state of ``task_ids`` (all tasks when empty); answers arrive as updates."""
+        return self._call(protocol.Reconcile(self.framework_id, list(task_ids)))
+
+    def teardown(self) -> str:
+        """Kill every task of this framework and make the master forget it."""
+        return self._call(protocol.Teardown(self.framework_id))
+
+    def _call(self, body: Any) -> str:
+        msg_id = uuid.uuid4().hex
+        raw = codec.encode(body, time.time(), msg_id=msg_id)
+        key = _call_type(type(body))
+        log.debug("framework=%s call=%s id=%s", self.framework_id, key, msg_id)
+        self._on_loop(lambda: self.bus.publish(topology.MASTER, key, raw, persistent=True,
+                                               reply_to=self._reply_to, correlation_id=msg_id))
+        return msg_id
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        if self._loop_thread is None or threading.get_ident() == self._loop_thread:
+            fn()
+        else:
+            self.bus.call_threadsafe(fn)
+
+    # -- loop side ----------------------------------------------------------------------------
+    def _on_ready(self) -> None:
+        self._was_ready = True
+        self._call(protocol.Subscribe(self.framework_id, self.name, self.role, self.weight,
+                                      failover_timeout=self.failover_timeout))
+        log.info("framework=%s subscribing", self.framework_id)
+
+    def _check_connection(self) -> None:
+        if self._was_ready and not self.bus.ready and not self._stopped:
+            self._was_ready = False
+            self.subscribed = False
+            log.warning("framework=%s disconnected from the broker", self.framework_id)
+            self._callback("disconnected", self)
+
+    def _callback(self, name: str, *args: Any) -> None:
+        try:
+            getattr(self.scheduler, name)(*args)
+        except Exception:
+            log.exception("framework=%s scheduler callback %s raised", self.framework_id, name)
+
+    def _decode(self, delivery: Delivery) -> codec.Envelope | None:
+        try:
+            return codec.decode(delivery.body)
+        except ProtocolError as exc:
+            log.warning("framework=%s queue=%s dead-lettering a bad message: %s", self.framework_id,
+                        delivery.queue, exc.reason)
+            self.bus.dead_letter(delivery, exc.reason)
+            return None
+
+    def _on_event(self, delivery: Delivery) -> None:
+        env = self._decode(delivery)
+        if env is None:
+            return
+        body = env.body
+        if isinstance(body, protocol.Offers):
+            self._callback("resource_offers", self, list(body.offers))
+        elif isinstance(body, protocol.Rescind):
+            for offer_id in body.offer_ids:
+                self._callback("offer_rescinded", self, offer_id)
+        elif isinstance(body, protocol.Subscribed):
+            self.subscribed = True
+            log.info("framework=%s subscribed master=%s", self.framework_id, body.master_id or "?")
+            self._callback("registered", self, self.framework_id)
+        elif isinstance(body, protocol.Update):
+            for status in body.updates:  # answers to RECONCILE: delivered even if seen before
+                self._callback("status_update", self, status)
+        elif isinstance(body, protocol.Error):
+            log.warning("framework=%s call=%s id=%s refused: %s", self.framework_id, body.call_type,
+                        body.call_id, body.message)
+            self._callback("call_refused", self, body)
+        else:
+            reason = f"unexpected {env.type} on a framework's offers queue"
+            log.warning("framework=%s dead-lettering: %s", self.framework_id, reason)
+            self.bus.dead_letter(delivery, reason)
+            return
+        self.bus.ack(delivery)
+
+    def _on_status(self, delivery: Delivery) -> None:
+        env = self._decode(delivery)
+        if env is None:
+            return
+        if not isinstance(env.body, protocol.Status):
+            reason = f"unexpected {env.type} on a framework's status queue"
+            log.warning("framework=%s dead-lettering: %s", self.framework_id, reason)
+            self.bus.dead_letter(delivery, reason)
+            return
+        self._deliver_updates(env.body.updates)
+        self.bus.ack(delivery)
+
+    def _deliver_updates(self, updates: Iterable[TaskStatus]) -> None:
+        for status in updates:
+            if self._seen_updates.seen(status.uuid):
+                continue
+            self._callback("status_update", self, status)

@@ -1,0 +1,183 @@
+"""The master's rules, driven without a broker: each step's effects and the books after it."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker_mesos.core import protocol
+from broker_mesos.core.errors import CallRefused
+from broker_mesos.core.master import MasterConfig, MasterState, PublishStatus, ToAgent, ToFramework
+from broker_mesos.core.protocol import TaskState
+from broker_mesos.core.resources import Resources
+
+
+class Cluster:
+    """A master state with a virtual clock and helpers that read like the reference flow."""
+
+    def __init__(self, **config: float) -> None:
+        self.now = 1000.0
+        self.state = MasterState(MasterConfig("m", **config))  # type: ignore[arg-type]
+
+    def agent(self, agent_id: str, resources: str) -> None:
+        self.state.agent_info(protocol.Register(agent_id, agent_id, Resources.parse(resources)), self.now)
+        self.state.check_invariants()
+
+    def framework(self, framework_id: str) -> None:
+        self.state.subscribe(protocol.Subscribe(framework_id, framework_id), None, "c", self.now)
+
+    def round(self) -> dict[str, list[protocol.Offer]]:
+        self.now += 10
+        effects = self.state.tick(self.now)
+        self.state.check_invariants()
+        return {e.framework_id: e.body.offers for e in effects
+                if isinstance(e, ToFramework) and isinstance(e.body, protocol.Offers)}
+
+    def task(self, task_id: str, agent_id: str, resources: str) -> protocol.TaskInfo:
+        return protocol.TaskInfo(task_id, agent_id, Resources.parse(resources), protocol.CommandInfo("sleep 60"))
+
+    def accept(self, framework_id: str, offers: list[protocol.Offer], *tasks: protocol.TaskInfo,
+               refuse_seconds: float = 0.0) -> list[object]:
+        effects = self.state.accept(protocol.Accept(framework_id, [o.offer_id for o in offers], list(tasks),
+                                                    refuse_seconds), self.now)
+        self.state.check_invariants()
+        return effects
+
+    def status(self, framework_id: str, task_id: str, agent_id: str, state: TaskState) -> None:
+        self.state.status_update(protocol.TaskStatus(task_id, framework_id, agent_id, state, f"u-{task_id}-{state}",
+                                                     self.now), self.now)
+        self.state.check_invariants()
+
+
+def test_reference_flow() -> None:
+    c = Cluster()
+    c.framework("fw1")
+    c.framework("fw2")
+    c.agent("agent1", "cpus:4;mem:4096")
+    offers = c.round()
+    assert list(offers) == ["fw1"]
+    (offer,) = offers["fw1"]
+    assert offer.resources == Resources.of(cpus=4, mem=4096)
+    effects = c.accept("fw1", [offer], c.task("t1", "agent1", "cpus:2;mem:1024"),
+                       c.task("t2", "agent1", "cpus:1;mem:2048"))
+    (launch,) = effects
+    assert isinstance(launch, ToAgent) and launch.agent_id == "agent1"
+    assert [t.task_id for t in launch.body.tasks] == ["t1", "t2"]
+    offers = c.round()
+    assert list(offers) == ["fw2"]
+    assert offers["fw2"][0].resources == Resources.of(cpus=1, mem=1024)
+
+
+def test_finished_tasks_are_offered_again() -> None:
+    c = Cluster()
+    c.framework("fw1")
+    c.agent("a", "cpus:2;mem:1024")
+    (offer,) = c.round()["fw1"]
+    c.accept("fw1", [offer], c.task("t", "a", "cpus:2;mem:1024"))
+    assert c.round() == {}
+    c.status("fw1", "t", "a", TaskState.RUNNING)
+    assert c.round() == {}
+    c.status("fw1", "t", "a", TaskState.FINISHED)
+    assert c.round()["fw1"][0].resources == Resources.of(cpus=2, mem=1024)
+
+
+def test_decline_filter_holds_for_refuse_seconds_and_others_get_the_agent() -> None:
+    c = Cluster()
+    c.framework("fw1")
+    c.agent("a", "cpus:2;mem:1024")
+    (offer,) = c.round()["fw1"]
+    c.state.decline(protocol.Decline("fw1", [offer.offer_id], refuse_seconds=25), c.now)
+    assert c.round() == {}  # +10 s: still filtered, nobody else there
+    c.framework("fw2")
+    assert list(c.round()) == ["fw2"]  # +20 s: the other framework gets it
+    c.state.decline(protocol.Decline("fw2", [o.offer_id for o in c.state.offers.values()], 100), c.now)
+    assert list(c.round()) == ["fw1"]  # +30 s: fw1's filter has expired
+
+
+def test_bad_accepts_are_refused_and_change_nothing_else() -> None:
+    c = Cluster()
+    c.framework("fw1")
+    c.framework("fw2")
+    c.agent("a", "cpus:4;mem:4096")
+    c.agent("b", "cpus:4;mem:4096")
+    offers = c.round()
+    mine, theirs = offers["fw1"][0], offers["fw2"][0]
+    cases = [
+        (lambda mine: ([theirs], [c.task("t", theirs.agent_id, "cpus:1")]), "another framework"),
+        (lambda mine: ([mine], [c.task("t", mine.agent_id, "cpus:5")]), "need"),
+        (lambda mine: ([mine], [c.task("t", "elsewhere", "cpus:1")]), "none of the offers"),
+        (lambda mine: ([mine], [c.task("t", mine.agent_id, "cpus:1")] * 2), "twice"),
+        (lambda mine: ([mine, mine], []), "same offer twice"),
+    ]
+    for make, reason in cases:
+        offer_list, tasks = make(mine)
+        with pytest.raises(CallRefused, match=reason):
+            c.accept("fw1", offer_list, *tasks)
+        c.state.check_invariants()
+        assert not c.state.tasks
+        assert theirs.offer_id in c.state.offers  # the other framework's offer is untouched
+        c.now -= 9  # keep "theirs" from expiring while the cases run
+        mine = c.round().get("fw1", [mine])[0]
+    with pytest.raises(CallRefused, match="unknown, expired"):
+        c.state.accept(protocol.Accept("fw1", ["nope"], []), c.now)
+    with pytest.raises(CallRefused, match="not subscribed"):
+        c.state.accept(protocol.Accept("ghost", [mine.offer_id], []), c.now)
+
+
+def test_offers_expire_with_rescind() -> None:
+    c = Cluster(offer_timeout=5.0)
+    c.framework("fw1")
+    c.agent("a", "cpus:1;mem:512")
+    (offer,) = c.round()["fw1"]
+    c.now += 6
+    effects = c.state.tick(c.now)
+    rescinds = [e.body for e in effects if isinstance(e, ToFramework) and isinstance(e.body, protocol.Rescind)]
+    assert rescinds == [protocol.Rescind([offer.offer_id])]
+    with pytest.raises(CallRefused, match="unknown, expired"):
+        c.accept("fw1", [offer], c.task("t", "a", "cpus:1"))
+
+
+def test_suppress_and_revive() -> None:
+    c = Cluster()
+    c.framework("fw1")
+    c.state.suppress(protocol.Suppress("fw1"), c.now)
+    c.agent("a", "cpus:1;mem:512")
+    assert c.round() == {}
+    c.state.revive(protocol.Revive("fw1"), c.now)
+    assert list(c.round()) == ["fw1"]
+
+
+def test_kill_and_reconcile() -> None:
+    c = Cluster()
+    c.framework("fw1")
+    c.agent("a", "cpus:1;mem:512")
+    (offer,) = c.round()["fw1"]
+    c.accept("fw1", [offer], c.task("t", "a", "cpus:1"))
+    effects = c.state.kill(protocol.Kill("fw1", ["t", "ghost"]), c.now)
+    assert any(isinstance(e, ToAgent) and e.body == protocol.KillTasks("fw1", ["t"]) for e in effects)
+    lost = [e.status for e in effects if isinstance(e, PublishStatus)]
+    assert [(s.task_id, s.state) for s in lost] == [("ghost", TaskState.LOST)]
+    (reply,) = c.state.reconcile(protocol.Reconcile("fw1", []), "q", "c1", c.now)
+    assert [(u.task_id, u.state) for u in reply.body.updates] == [("t", TaskState.STAGING)]
+
+
+def test_teardown_releases_offers_and_kills_tasks() -> None:
+    c = Cluster()
+    c.framework("fw1")
+    c.agent("a", "cpus:2;mem:512")
+    (offer,) = c.round()["fw1"]
+    c.accept("fw1", [offer], c.task("t", "a", "cpus:1"))
+    c.round()
+    effects = c.state.teardown(protocol.Teardown("fw1"), c.now)
+    assert any(isinstance(e, ToAgent) for e in effects)
+    assert "fw1" not in c.state.frameworks and not c.state.offers
+    c.status("fw1", "t", "a", TaskState.KILLED)
+    assert c.state.agents["a"].free == Resources.of(cpus=2, mem=512)
+
+
+def test_restarted_master_adopts_running_tasks_reported_by_agents() -> None:
+    c = Cluster()
+    c.state.agent_info(protocol.Heartbeat("a", "a", Resources.of(cpus=4), tasks=[
+        protocol.AgentTask("t", "fw1", Resources.of(cpus=3))]), c.now)
+    c.framework("fw1")
+    c.state.check_invariants()
+    assert c.round()["fw1"][0].resources == Resources.of(cpus=1)
