@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from broker_mesos.core.allocator import Client, DRFSorter, allocate, allocatable
+from broker_mesos.core.allocator import Client, DRFSorter, allocatable, allocate
 from broker_mesos.core.resources import Resources
 
 
