@@ -91,14 +91,14 @@ class Bus:
     def __init__(self, url: str, name: str, *, prefetch: int = DEFAULT_PREFETCH,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  exchanges: Iterable[Exchange] = topology.EXCHANGES,
-                 queues: Iterable[Queue] = topology.DEAD_LETTER_QUEUES) -> None:
+                 queues: Iterable[Queue] | None = None) -> None:
         self.url = url
         self.name = name
         self.prefetch = prefetch
         self.connect_timeout = connect_timeout
         self.stats = _Stats()
         self._exchanges = tuple(exchanges)
-        self._queues: list[Queue] = list(queues)
+        self._queues: list[Queue] = list(topology.base_queues() if queues is None else queues)
         self._consumers: list[_Consumer] = []
         self._on_ready: list[Callable[[], None]] = []
         self._ioloop = IOLoop()
@@ -430,7 +430,7 @@ class Bus:
     def _flush_acks(self) -> None:
         """Ack, with one multiple-ack, the longest prefix of deliveries whose effects are confirmed."""
         self._ack_flush_scheduled = False
-        if self._channel is None or not self._ready:
+        if self._channel is None or not self._ready or not self._channel.is_open:
             return
         first_unconfirmed = next(iter(self._unconfirmed)) if self._unconfirmed else self._next_seq
         last = 0

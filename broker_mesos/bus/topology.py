@@ -90,6 +90,15 @@ def master_queues() -> tuple[Queue, ...]:
     )
 
 
+def base_queues() -> tuple[Queue, ...]:
+    """Declared by every process on connect: the master's inputs and the dead-letter queue.
+
+    Whoever connects first creates them, so REGISTER, SUBSCRIBE and status updates sent before any
+    master is up wait in the master's queues instead of being dropped as unroutable.
+    """
+    return (*DEAD_LETTER_QUEUES, *master_queues())
+
+
 def agent_tasks_queue(agent_id: str) -> Queue:
     return Queue(tasks_queue_name(agent_id), ((TASKS, agent_id),), arguments={**QUORUM, **DEAD_LETTERED})
 

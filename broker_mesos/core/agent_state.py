@@ -121,7 +121,7 @@ def exit_outcome(returncode: int, kill_requested: bool) -> Outcome:
     else:
         exit_code, message = returncode, f"exited with {returncode}"
     if kill_requested:
-        return Outcome(TaskState.KILLED, exit_code, f"killed on request ({message})")
+        return Outcome(TaskState.KILLED, exit_code, f"killed on request; {message}")
     if returncode == 0:
         return Outcome(TaskState.FINISHED, 0, message)
     return Outcome(TaskState.FAILED, exit_code, message)

@@ -2,7 +2,7 @@
 
 As in Mesos' hierarchical allocator, each round walks the agents that have free resources and offers
 *all* of an agent's free resources to the framework that is furthest below its fair share and is
-allowed to see that agent (not suppressed, no DECLINE filter on it). The framework's share then grows by
+allowed to see that agent (not suppressed, no DECLINE filter covering what is free). The framework's share then grows by
 what it was offered, so the next agent goes to whoever is now furthest behind.
 
 ``DRFSorter`` orders clients by weighted dominant share (Ghodsi et al., NSDI 2011): a client's share of
@@ -78,11 +78,12 @@ def allocatable(resources: Resources) -> bool:
 
 
 def allocate(free: Mapping[str, Resources], clients: Iterable[Client], total: Resources,
-             filtered: Callable[[str, str], bool]) -> list[Allocation]:
+             filtered: Callable[[str, str, Resources], bool]) -> list[Allocation]:
     """One DRF round: each agent's free resources go, whole, to the neediest client allowed them.
 
-    ``free`` maps agent id -> unoffered resources (iterated in the given order), ``filtered(fw, agent)``
-    says a client must not be offered that agent now. Pure: the clients' ``allocated`` is not changed.
+    ``free`` maps agent id -> unoffered resources (iterated in the given order), ``filtered(fw, agent,
+    resources)`` says a client must not be offered those resources of that agent now. Pure: the
+    clients' ``allocated`` is not changed.
     """
     clients = [Client(c.client_id, c.weight, c.allocated, c.seq) for c in clients]
     if not clients:
@@ -98,7 +99,7 @@ def allocate(free: Mapping[str, Resources], clients: Iterable[Client], total: Re
         chosen = None
         while heap:
             entry = heapq.heappop(heap)
-            if filtered(entry[2], agent_id):
+            if filtered(entry[2], agent_id, resources):
                 skipped.append(entry)
                 continue
             chosen = entry

@@ -84,7 +84,8 @@ class FrameworkRecord:
     reply_to: str | None
     suppressed: bool = False
     allocated: Resources = field(default_factory=Resources)
-    filters: dict[str, float] = field(default_factory=dict)
+    # agent id -> [(until, refused resources)]: Mesos' refused-resources filters
+    filters: dict[str, list[tuple[float, Resources]]] = field(default_factory=dict)
     offers: set[str] = field(default_factory=set)
     tasks: set[str] = field(default_factory=set)
 
@@ -245,8 +246,10 @@ class MasterState:
             framework.allocated = framework.allocated + task.resources
             by_agent.setdefault(task.agent_id, []).append(task)
         if call.refuse_seconds > 0:
-            for agent_id in offered:
-                self._filter(framework, agent_id, now + call.refuse_seconds)
+            for agent_id, resources in offered.items():
+                unused = resources - wanted_on(call.tasks, agent_id)
+                if unused:
+                    self._filter(framework, agent_id, unused, now + call.refuse_seconds)
         return [ToAgent(agent_id, protocol.RunTasks(framework.framework_id, tasks))
                 for agent_id, tasks in by_agent.items()]
 
@@ -295,7 +298,7 @@ class MasterState:
                 continue  # declining an offer that is gone is harmless, as in Mesos
             self._release_offer(offer)
             if call.refuse_seconds > 0:
-                self._filter(framework, offer.agent_id, now + call.refuse_seconds)
+                self._filter(framework, offer.agent_id, offer.resources, now + call.refuse_seconds)
         return []
 
     def kill(self, call: protocol.Kill, now: float) -> list[Effect]:
@@ -403,9 +406,10 @@ class MasterState:
                    for f in self.frameworks.values() if not f.suppressed]
         free = {a.agent_id: a.free for a in self.agents.values() if a.free}
 
-        def filtered(framework_id: str, agent_id: str) -> bool:
-            until = self.frameworks[framework_id].filters.get(agent_id)
-            return until is not None and until > now
+        def filtered(framework_id: str, agent_id: str, resources: Resources) -> bool:
+            """Refused only if everything on offer now was refused before (Mesos' filter semantics)."""
+            refused = self.frameworks[framework_id].filters.get(agent_id, ())
+            return any(until > now and resources <= held for until, held in refused)
 
         per_framework: dict[str, list[protocol.Offer]] = {}
         for alloc in allocator.allocate(free, clients, self.total, filtered):
@@ -451,19 +455,22 @@ class MasterState:
             expired.setdefault(offer.framework_id, []).append(offer.offer_id)
         return [ToFramework(fw, protocol.Rescind(ids)) for fw, ids in expired.items()]
 
-    def _filter(self, framework: FrameworkRecord, agent_id: str, until: float) -> None:
-        framework.filters[agent_id] = max(until, framework.filters.get(agent_id, 0.0))
+    def _filter(self, framework: FrameworkRecord, agent_id: str, resources: Resources, until: float) -> None:
+        framework.filters.setdefault(agent_id, []).append((until, resources))
         self._next_filter_expiry = min(self._next_filter_expiry, until)
 
     def _expire_filters(self, now: float) -> None:
         upcoming = float("inf")
         for framework in self.frameworks.values():
-            for agent_id, until in list(framework.filters.items()):
-                if until <= now:
-                    del framework.filters[agent_id]
+            for agent_id, refused in list(framework.filters.items()):
+                live = [(until, held) for until, held in refused if until > now]
+                if len(live) < len(refused):
                     self._changed()
+                if live:
+                    framework.filters[agent_id] = live
+                    upcoming = min(upcoming, *(until for until, _ in live))
                 else:
-                    upcoming = min(upcoming, until)
+                    del framework.filters[agent_id]
         self._next_filter_expiry = upcoming
 
     def _changed(self) -> None:
@@ -500,3 +507,12 @@ class MasterState:
         return {"agents": len(self.agents), "frameworks": len(self.frameworks), "tasks": len(self.tasks),
                 "offers": len(self.offers), "total": self.total.to_wire()}
 
+
+
+def wanted_on(tasks: list[protocol.TaskInfo], agent_id: str) -> Resources:
+    """What ``tasks`` ask for on one agent."""
+    total = Resources()
+    for task in tasks:
+        if task.agent_id == agent_id:
+            total = total + task.resources
+    return total

@@ -42,8 +42,7 @@ class MasterProcess:
         self.config = config
         self.state = MasterState(config)
         self.clock = clock
-        self.bus = Bus(broker_url, f"master-{config.master_id}", connect_timeout=connect_timeout,
-                       queues=(*topology.DEAD_LETTER_QUEUES,))
+        self.bus = Bus(broker_url, f"master-{config.master_id}", connect_timeout=connect_timeout)
         self._announced = False
         queues = {q.name: q for q in topology.master_queues()}
         self.bus.consume(queues[topology.MASTER_AGENTS_QUEUE], self._on_agent_message)

@@ -39,7 +39,7 @@ def test_round_gives_each_agent_to_the_neediest() -> None:
     total = Resources.of(cpus=8, mem=8192)
     free = {"a1": Resources.of(cpus=4, mem=4096), "a2": Resources.of(cpus=4, mem=4096)}
     clients = [Client("fw1", allocated=Resources(), seq=1), Client("fw2", allocated=Resources(), seq=2)]
-    result = allocate(free, clients, total, lambda fw, agent: False)
+    result = allocate(free, clients, total, lambda fw, agent, res: False)
     assert {(a.framework_id, a.agent_id) for a in result} == {("fw1", "a1"), ("fw2", "a2")}
     assert clients[0].allocated == Resources()  # pure: inputs untouched
 
@@ -48,13 +48,13 @@ def test_filters_pass_the_agent_to_the_next_client() -> None:
     total = Resources.of(cpus=4)
     free = {"a1": Resources.of(cpus=4)}
     clients = [Client("fw1", seq=1), Client("fw2", seq=2)]
-    result = allocate(free, clients, total, lambda fw, agent: fw == "fw1")
+    result = allocate(free, clients, total, lambda fw, agent, res: fw == "fw1")
     assert [(a.framework_id, a.agent_id) for a in result] == [("fw2", "a1")]
-    assert allocate(free, clients, total, lambda fw, agent: True) == []
+    assert allocate(free, clients, total, lambda fw, agent, res: True) == []
 
 
 def test_crumbs_are_not_offered() -> None:
     assert not allocatable(Resources.of(cpus=0.001, mem=1))
     assert allocatable(Resources.of(cpus=0.5))
     assert allocatable(Resources.of(mem=64))
-    assert allocate({"a": Resources.of(disk=5)}, [Client("fw")], Resources.of(disk=5), lambda f, a: False) == []
+    assert allocate({"a": Resources.of(disk=5)}, [Client("fw")], Resources.of(disk=5), lambda f, a, r: False) == []

@@ -181,3 +181,29 @@ def test_restarted_master_adopts_running_tasks_reported_by_agents() -> None:
     c.framework("fw1")
     c.state.check_invariants()
     assert c.round()["fw1"][0].resources == Resources.of(cpus=1)
+
+
+def test_a_filter_only_refuses_what_was_declined() -> None:
+    """Mesos' semantics: declining <mem> leftovers does not hide CPU freed later on that agent."""
+    c = Cluster()
+    c.framework("fw1")
+    c.agent("a", "cpus:2;mem:2048")
+    (offer,) = c.round()["fw1"]
+    c.accept("fw1", [offer], c.task("t", "a", "cpus:2;mem:1024"))
+    (leftover,) = c.round()["fw1"]
+    assert leftover.resources == Resources.of(mem=1024)
+    c.state.decline(protocol.Decline("fw1", [leftover.offer_id], refuse_seconds=600), c.now)
+    assert c.round() == {}  # the same memory is still refused
+    c.status("fw1", "t", "a", TaskState.FINISHED)
+    assert c.round()["fw1"][0].resources == Resources.of(cpus=2, mem=2048)
+
+
+def test_accept_filter_covers_only_the_unused_part() -> None:
+    c = Cluster()
+    c.framework("fw1")
+    c.agent("a", "cpus:2;mem:2048")
+    (offer,) = c.round()["fw1"]
+    c.accept("fw1", [offer], c.task("t", "a", "cpus:1;mem:1024"), refuse_seconds=600)
+    assert c.round() == {}  # <1 cpu, 1024 mem> unused and refused
+    c.status("fw1", "t", "a", TaskState.FINISHED)
+    assert c.round()["fw1"][0].resources == Resources.of(cpus=2, mem=2048)
