@@ -37,11 +37,9 @@ AGENT_RESOURCES = "cpus:100;mem:100000"
 def _raw_consumer(url: str, queue: str, count: int, ready: multiprocessing.Event, out: multiprocessing.Queue) -> None:
     channel = pika.BlockingConnection(pika.URLParameters(url)).channel()
     channel.basic_qos(prefetch_count=1000)
-    got = 0
     first = 0.0
     ready.set()
-    for method, _props, _body in channel.consume(queue):
-        got += 1
+    for got, (method, _props, _body) in enumerate(channel.consume(queue), start=1):
         if got == 1:
             first = time.perf_counter()
         if got % 100 == 0 or got == count:
@@ -94,7 +92,7 @@ class LaunchAll(Scheduler):
         tasks = []
         for offer in offers:
             room = offer.resources
-            while self.next_task < self.total and TASK_RESOURCES <= room:
+            while self.next_task < self.total and room.contains(TASK_RESOURCES):
                 room = room - TASK_RESOURCES
                 task_id = f"t{self.next_task}"
                 self.next_task += 1

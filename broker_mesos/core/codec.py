@@ -87,6 +87,8 @@ def encode(body: Any, ts: float, msg_id: str | None = None) -> bytes:
 
 def to_wire(value: Any) -> Any:
     """The plain msgpack-able form of any body or value (used by docs and tests)."""
+    if isinstance(value, Resources):
+        return value.to_wire()
     return _encoder_for(type(value))(value) if dataclasses.is_dataclass(value) else value
 
 

@@ -166,17 +166,31 @@ class Resources:
         return cls(scalars, parsed_ranges, {k: frozenset(v) for k, v in sets.items()})
 
     # -- arithmetic ---------------------------------------------------------------------------
+    @classmethod
+    def _trusted(cls, scalars: dict[str, float], ranges: Mapping[str, tuple[Range, ...]],
+                 sets: Mapping[str, frozenset[str]]) -> Resources:
+        """Build from parts already validated and normalised (the hot path of +, -)."""
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "scalars", {k: v for k, v in scalars.items() if v > 0})
+        object.__setattr__(obj, "ranges", {k: v for k, v in ranges.items() if v} if ranges else {})
+        object.__setattr__(obj, "sets", {k: v for k, v in sets.items() if v} if sets else {})
+        return obj
+
     def __add__(self, other: Resources) -> Resources:
         scalars = dict(self.scalars)
         for name, value in other.scalars.items():
-            scalars[name] = scalars.get(name, 0.0) + value
-        ranges = {k: tuple(v) for k, v in self.ranges.items()}
-        for name, value in other.ranges.items():
-            ranges[name] = ranges.get(name, ()) + tuple(value)
-        sets = dict(self.sets)
-        for name, value in other.sets.items():
-            sets[name] = sets.get(name, frozenset()) | value
-        return Resources(scalars, ranges, sets)
+            scalars[name] = _round(scalars.get(name, 0.0) + value)
+        ranges: Mapping[str, tuple[Range, ...]] = self.ranges
+        if other.ranges:
+            ranges = dict(self.ranges)
+            for name, value in other.ranges.items():
+                ranges[name] = _normalise_ranges(ranges.get(name, ()) + tuple(value))
+        sets: Mapping[str, frozenset[str]] = self.sets
+        if other.sets:
+            sets = dict(self.sets)
+            for name, value in other.sets.items():
+                sets[name] = sets.get(name, frozenset()) | value
+        return Resources._trusted(scalars, ranges, sets)
 
     def __sub__(self, other: Resources) -> Resources:
         if not other <= self:
@@ -184,13 +198,17 @@ class Resources:
         scalars = dict(self.scalars)
         for name, value in other.scalars.items():
             scalars[name] = _round(scalars[name] - value)
-        ranges = dict(self.ranges)
-        for name, value in other.ranges.items():
-            ranges[name] = _subtract_ranges(ranges[name], tuple(value))
-        sets = dict(self.sets)
-        for name, value in other.sets.items():
-            sets[name] = sets[name] - value
-        return Resources(scalars, ranges, sets)
+        ranges: Mapping[str, tuple[Range, ...]] = self.ranges
+        if other.ranges:
+            ranges = dict(self.ranges)
+            for name, value in other.ranges.items():
+                ranges[name] = _subtract_ranges(ranges[name], tuple(value))
+        sets: Mapping[str, frozenset[str]] = self.sets
+        if other.sets:
+            sets = dict(self.sets)
+            for name, value in other.sets.items():
+                sets[name] = sets[name] - value
+        return Resources._trusted(scalars, ranges, sets)
 
     def __le__(self, other: Resources) -> bool:
         """True when every resource in ``self`` is available in ``other`` (self fits in other)."""
