@@ -260,10 +260,11 @@ class Bus:
             self._ioloop.stop()
             return
         if not self._ever_connected and time.monotonic() - self._first_attempt_at > self.connect_timeout:
-            self._failure = BrokerUnreachable(f"cannot connect to the broker at {_redact(self.url)}: {error}")
+            self._failure = BrokerUnreachable(
+                f"cannot connect to the broker at {_redact(self.url)}: {_describe(error)}")
             self._ioloop.stop()
             return
-        self._schedule_reconnect(f"connect failed: {error}")
+        self._schedule_reconnect(f"connect failed: {_describe(error)}")
 
     def _schedule_reconnect(self, why: str) -> None:
         state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
@@ -442,6 +443,24 @@ class Bus:
             last = tag
         if last:
             self._channel.basic_ack(last, multiple=True)
+
+
+def _describe(error: BaseException) -> str:
+    """pika wraps the real cause (refused, timed out, bad credentials) in exceptions that print empty."""
+    inner = getattr(error, "exceptions", None)
+    if inner:
+        return _describe(inner[-1])
+    cause = getattr(error, "exception", None) or (error.args[0] if error.args else None)
+    if isinstance(cause, BaseException):
+        return _describe(cause)
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    text = str(error).strip()
+    if isinstance(error, pika.exceptions.ProbableAuthenticationError):
+        return "authentication failed (check the user and password in the URL)"
+    if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
+        return "access denied (check the vhost and the user's permissions)"
+    return f"{error.__class__.__name__}: {text}" if text else error.__class__.__name__
 
 
 def _redact(url: str) -> str:
