@@ -1,0 +1,200 @@
+"""``bmesos run``: run a command N times on the cluster with the built-in one-shot framework.
+
+Exit status: 0 when every task FINISHED, 1 when any did not, 2 on ``--timeout``, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from broker_mesos.agent.sandbox import STDERR, sandbox_dir
+from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, setup_logging
+from broker_mesos.core.protocol import TaskInfo, TaskState, TaskStatus
+from broker_mesos.core.resources import Resources
+from broker_mesos.framework.driver import SchedulerDriver, default_framework_id
+from broker_mesos.framework.oneshot import OneShotScheduler, RunPlan, command_for, describe
+
+EXIT_TIMEOUT = 2
+EXIT_INTERRUPTED = 130
+STOP_WAIT = 10.0
+
+
+class QuietUntilConnected(logging.Filter):
+    """Drops the transport's retry warnings until the first connection is up: an unreachable broker
+    must give one error line, not one line per attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connected = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.connected or record.levelno >= logging.ERROR
+
+    def install(self) -> QuietUntilConnected:
+        logging.getLogger("broker_mesos.bus.connection").addFilter(self)
+        return self
+
+
+def raise_interrupt_on_sigterm() -> None:
+    """SIGTERM ends the command like Ctrl-C does (clean up, then exit)."""
+
+    def handler(_sig: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+class LineReporter:
+    """Plain output: one line per task's final state (for logs, pipes and tests)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+    def launched(self, plan: RunPlan, tasks: Sequence[TaskInfo]) -> None:
+        pass
+
+    def updated(self, plan: RunPlan, status: TaskStatus, final: bool) -> None:
+        if final:
+            click.echo(describe(status))
+
+    def problem(self, message: str) -> None:
+        click.echo(f"warning: {message}", err=True)
+
+    def finished(self, plan: RunPlan) -> None:
+        self.done.set()
+
+    def close(self) -> None:
+        pass
+
+
+class BarReporter(LineReporter):
+    """A rich progress bar on a terminal; tasks that did not finish are printed above it."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn())
+        self.bar = self.progress.add_task("waiting for offers", total=total)
+        self.progress.start()
+
+    def _describe(self, plan: RunPlan) -> None:
+        launched = plan.count - len(plan.pending)
+        self.progress.update(self.bar, completed=len(plan.finals),
+                             description=f"launched {launched}, running {plan.running}, "
+                                         f"finished {plan.finished}, failed {plan.failed + plan.killed_or_lost}")
+
+    def launched(self, plan: RunPlan, tasks: Sequence[TaskInfo]) -> None:
+        self._describe(plan)
+
+    def updated(self, plan: RunPlan, status: TaskStatus, final: bool) -> None:
+        if final and status.state != TaskState.FINISHED:
+            self.progress.console.print(describe(status), style="red", highlight=False)
+        self._describe(plan)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def failure_report(plan: RunPlan, framework_id: str) -> list[str]:
+    """For each task that did not finish: what happened and where its stderr is."""
+    lines = []
+    for status in plan.unsuccessful():
+        detail = f": {status.message}" if status.message else ""
+        lines.append(f"failed: {describe(status)}{detail}")
+        if status.source == "SOURCE_AGENT":
+            path = sandbox_dir(Path("<work-dir>"), framework_id, status.task_id) / STDERR
+            lines.append(f"  stderr: {path} on agent {status.agent_id} "
+                         f"(<work-dir> = that agent's --work-dir, default ./.bmesos/agent-{status.agent_id})")
+    return lines
+
+
+@click.command(context_settings={"default_map": {"log_level": "warning"}, "allow_interspersed_args": False})
+@click.option("--name", default="run", show_default=True, help="Framework name; task ids are <name>-<i>.")
+@click.option("--cpus", type=click.FloatRange(min=0.001), default=0.1, show_default=True, help="CPUs per task.")
+@click.option("--mem", type=click.FloatRange(min=0.0), default=32.0, show_default=True, help="Memory (MB) per task.")
+@click.option("--count", type=click.IntRange(1, 100_000), default=1, show_default=True, help="How many tasks.")
+@click.option("--role", default="*", show_default=True, help="The framework's role.")
+@click.option("--timeout", type=click.FloatRange(min=0.0), default=None,
+              help="Give up (tear down, exit 2) if not all tasks are done after this many seconds.")
+@broker_options
+@log_level_option
+@click.argument("command", nargs=-1, required=True)
+@one_line_errors
+def run(name: str, cpus: float, mem: float, count: int, role: str, timeout: float | None, broker: str,
+        connect_timeout: float, log_level: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND as COUNT tasks on the cluster and wait until all of them end.
+
+    COMMAND runs as an argument list without a shell; a single argument with spaces or shell syntax
+    runs through /bin/sh:
+
+    \b
+      bmesos run --count 20 -- true
+      bmesos run -- 'echo $HOSTNAME | tr a-z A-Z'
+
+    Prints each task's final state, then 'N finished, M failed, K killed/lost'. Exits 0 only if every
+    task finished, 1 otherwise, 2 on --timeout.
+    """
+    setup_logging(log_level)
+    quiet = QuietUntilConnected().install()
+    plan = RunPlan(name, count, Resources.of(cpus=cpus, mem=mem), command_for(command))
+    reporter = BarReporter(count) if sys.stdout.isatty() else LineReporter()
+    driver = SchedulerDriver(OneShotScheduler(plan, reporter), broker, name, framework_id=default_framework_id(name),
+                             role=role, connect_timeout=connect_timeout)
+    driver.bus.on_ready(lambda: setattr(quiet, "connected", True))
+    raise_interrupt_on_sigterm()
+    outcome = "done"
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    try:
+        driver.start()
+        while not reporter.done.wait(0.1):
+            if not driver.alive:
+                outcome = "died"
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                outcome = "timeout"
+                break
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    finally:
+        reporter.close()
+    if outcome == "died":
+        driver.join()  # raises what ended the driver (BrokerUnreachable): one line via one_line_errors
+        raise click.ClickException("the framework driver stopped unexpectedly")
+    if outcome != "done":
+        driver.teardown()
+    _stop(driver)
+    _report(plan, driver.framework_id, outcome, timeout)
+
+
+def _stop(driver: SchedulerDriver) -> None:
+    driver.stop()
+    try:
+        driver.join(STOP_WAIT)
+    except Exception as exc:  # the run's outcome is known already; a failed shutdown only gets a line
+        click.echo(f"warning: while stopping: {exc}", err=True)
+
+
+def _report(plan: RunPlan, framework_id: str, outcome: str, timeout: Any) -> None:
+    for line in failure_report(plan, framework_id):
+        click.echo(line, err=True)
+    click.echo(plan.summary())
+    if outcome == "timeout":
+        click.echo(f"timed out after {timeout:g}s with {plan.count - len(plan.finals)} task(s) not done "
+                   f"(framework {framework_id} torn down)", err=True)
+        sys.exit(EXIT_TIMEOUT)
+    if outcome == "interrupted":
+        click.echo(f"interrupted: framework {framework_id} torn down", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(plan.exit_code)
