@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -164,9 +165,14 @@ class Agent:
         self._update(entry, TaskState.STARTING)
         try:
             exit_code = self.executor.launch(entry.framework_id, task)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
             log.warning("agent %s: task=%s framework=%s failed to start: %s", self.agent_id, entry.task_id,
                         entry.framework_id, exc)
+            self._update(entry, TaskState.FAILED, message=f"failed to start: {exc}")
+            return
+        except Exception as exc:  # a bug must fail this task, not the agent and every other task
+            log.exception("agent %s: task=%s framework=%s could not be launched", self.agent_id, entry.task_id,
+                          entry.framework_id)
             self._update(entry, TaskState.FAILED, message=f"failed to start: {exc}")
             return
         self._update(entry, TaskState.RUNNING)
