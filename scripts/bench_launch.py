@@ -120,14 +120,15 @@ class LaunchAll(Scheduler):
                 driver.stop()
 
 
-def run_launch(url: str, tasks: int, agents: int, executor: str, work: Path, interval: float) -> dict[str, float]:
+def run_launch(url: str, tasks: int, agents: int, executor: str, work: Path, interval: float,
+               agent_resources: str = AGENT_RESOURCES) -> dict[str, float]:
     procs = ProcessGroup(work / f"logs-{executor}")
     try:
         master = procs.bmesos("master", "master", "--broker", url, "--allocation-interval", str(interval),
                               "--log-level", "warning")
         for i in range(agents):
             procs.bmesos(f"agent{i}", "agent", "--broker", url, "--id", f"bench-{executor}-{i}",
-                         "--resources", AGENT_RESOURCES, "--executor", executor, "--log-level", "info",
+                         "--resources", agent_resources, "--executor", executor, "--log-level", "info",
                          "--work-dir", str(work / f"agent-{executor}-{i}"))
         for proc in procs.procs[1:]:
             proc.wait_output(r"agent \S+ registered", timeout=60)
@@ -156,6 +157,9 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=10)
     parser.add_argument("--executor", choices=["noop", "command", "both"], default="both")
     parser.add_argument("--allocation-interval", type=float, default=0.05)
+    parser.add_argument("--agent-resources", default=AGENT_RESOURCES,
+                        help="each agent's resources; tasks take cpus:0.1;mem:10, so this sets the batch size "
+                             "per offer (smaller batches: lower latency, more messages)")
     parser.add_argument("--raw-messages", type=int, default=50_000)
     parser.add_argument("--broker", help="use this broker instead of starting a private node")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
@@ -175,7 +179,8 @@ def main() -> int:
             executors = ["noop", "command"] if args.executor == "both" else [args.executor]
             for executor in executors:
                 count = args.tasks if executor == "noop" else (args.command_tasks or args.tasks)
-                result = run_launch(url, count, args.agents, executor, work, args.allocation_interval)
+                result = run_launch(url, count, args.agents, executor, work, args.allocation_interval,
+                                    args.agent_resources)
                 result["ratio_to_raw"] = round(result["tasks_per_s"] / results["raw_msgs_per_s"], 3)
                 results[executor] = result
                 print(f"{executor:>7}: {result['tasks']} tasks on {args.agents} agents in {result['seconds']}s = "
