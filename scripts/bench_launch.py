@@ -121,7 +121,7 @@ class LaunchAll(Scheduler):
 
 
 def run_launch(url: str, tasks: int, agents: int, executor: str, work: Path, interval: float,
-               agent_resources: str = AGENT_RESOURCES) -> dict[str, float]:
+               agent_resources: str = AGENT_RESOURCES, agent_args: tuple[str, ...] = ()) -> dict[str, float]:
     procs = ProcessGroup(work / f"logs-{executor}")
     try:
         master = procs.bmesos("master", "master", "--broker", url, "--allocation-interval", str(interval),
@@ -129,7 +129,7 @@ def run_launch(url: str, tasks: int, agents: int, executor: str, work: Path, int
         for i in range(agents):
             procs.bmesos(f"agent{i}", "agent", "--broker", url, "--id", f"bench-{executor}-{i}",
                          "--resources", agent_resources, "--executor", executor, "--log-level", "info",
-                         "--work-dir", str(work / f"agent-{executor}-{i}"))
+                         "--work-dir", str(work / f"agent-{executor}-{i}"), *agent_args)
         for proc in procs.procs[1:]:
             proc.wait_output(r"agent \S+ registered", timeout=60)
         scheduler = LaunchAll(tasks)
@@ -160,6 +160,8 @@ def main() -> int:
     parser.add_argument("--agent-resources", default=AGENT_RESOURCES,
                         help="each agent's resources; tasks take cpus:0.1;mem:10, so this sets the batch size "
                              "per offer (smaller batches: lower latency, more messages)")
+    parser.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for every `bmesos agent` (repeat), e.g. --agent-arg=--checkpoint")
     parser.add_argument("--raw-messages", type=int, default=50_000)
     parser.add_argument("--broker", help="use this broker instead of starting a private node")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
@@ -180,7 +182,7 @@ def main() -> int:
             for executor in executors:
                 count = args.tasks if executor == "noop" else (args.command_tasks or args.tasks)
                 result = run_launch(url, count, args.agents, executor, work, args.allocation_interval,
-                                    args.agent_resources)
+                                    args.agent_resources, tuple(args.agent_arg))
                 result["ratio_to_raw"] = round(result["tasks_per_s"] / results["raw_msgs_per_s"], 3)
                 results[executor] = result
                 print(f"{executor:>7}: {result['tasks']} tasks on {args.agents} agents in {result['seconds']}s = "

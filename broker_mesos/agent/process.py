@@ -1,28 +1,44 @@
 """The agent process: registers with the master, runs what ``tasks.<agent_id>`` asks, reports status.
 
 Everything runs on the bus' one I/O loop thread. Status updates are buffered and published once per
-loop turn, grouped into one STATUS message per routing key (``core.agent_state.group_updates``); a
-task message is acked only after the updates it caused have been published (and, by the bus, confirmed).
+loop turn, grouped into one STATUS message per routing key (``core.agent_state.group_updates``); with
+checkpointing on, each such flush is first written to the status journal (``agent.checkpoint``) and
+its file removed once the broker confirmed every message of it. A task message is acked only after
+the updates it caused have been published (and, by the bus, confirmed). Tasks are keyed by
+(framework_id, task_id). A restart with the same work dir recovers first (``agent.recovery``).
 Signals only set a flag: the shutdown itself runs on the loop (the 50 ms reaper tick notices it).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from broker_mesos.agent import checkpoint, recovery
+from broker_mesos.agent.checkpoint import Message, StatusJournal
 from broker_mesos.agent.executor import Executor, make_executor
 from broker_mesos.bus import topology
 from broker_mesos.bus.connection import Bus, Delivery
 from broker_mesos.core import codec
-from broker_mesos.core.agent_state import TaskEntry, TaskTable, exit_outcome, group_updates, make_status
+from broker_mesos.core.agent_state import (
+    Outcome,
+    TaskEntry,
+    TaskKey,
+    TaskTable,
+    exit_outcome,
+    group_updates,
+    make_status,
+    unknown_exit,
+)
 from broker_mesos.core.errors import ProtocolError
 from broker_mesos.core.protocol import Heartbeat, KillTasks, Register, RunTasks, Status, TaskInfo, TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
@@ -31,6 +47,8 @@ log = logging.getLogger(__name__)
 
 REAP_INTERVAL = 0.05
 SHUTDOWN_EXTRA = 1.0  # seconds after the kill grace to wait for SIGKILLed tasks to be reaped
+GC_INTERVAL = 60.0
+DONE_RETENTION = 600.0  # seconds a finished task's checkpoint is kept (a redelivered launch stays ignored)
 
 
 @dataclass(frozen=True)
@@ -43,10 +61,18 @@ class AgentConfig:
     executor: str = "command"
     heartbeat_interval: float = 5.0
     kill_grace: float = 3.0
+    checkpoint: bool = True
+    kill_on_stop: bool = False
 
 
 class Agent:
-    """Wires a ``Bus`` to an executor and the pure task table (nameko-style start / stop / kill)."""
+    """Wires a ``Bus`` to an executor, the pure task table and the checkpoint (nameko-style start / stop / kill).
+
+    With ``checkpoint`` on, every status update is journaled before it is published and forgotten
+    once the broker confirmed it, and every task is checkpointed before it is spawned: a restarted
+    agent re-publishes what was never confirmed and re-attaches to its tasks, which keep running
+    while it is down (a stop leaves them running unless ``kill_on_stop``).
+    """
 
     def __init__(self, bus: Bus, config: AgentConfig) -> None:
         self.bus = bus
@@ -54,6 +80,9 @@ class Agent:
         self.agent_id = config.agent_id
         self.executor: Executor = make_executor(config.executor, config.work_dir, config.agent_id)
         self.tasks = TaskTable()
+        self.journal = StatusJournal(checkpoint.meta_dir(config.work_dir) / "status") if config.checkpoint else None
+        self._checkpoint_tasks = config.checkpoint and config.executor != "noop"
+        self._keep_tasks_on_stop = self._checkpoint_tasks and not config.kill_on_stop
         self._updates: list[TaskStatus] = []
         self._pending: list[tuple[Delivery, str | None]] = []  # (delivery, dead-letter reason or None)
         self._flush_scheduled = False
@@ -64,11 +93,15 @@ class Agent:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
-        """Hook into the bus: consume the tasks queue, register on every connect, start timers."""
+        """Recover from the checkpoint, then consume the tasks queue, register on every connect, start timers."""
+        if self.journal is not None:
+            recovery.recover(self)
         self.bus.consume(topology.agent_tasks_queue(self.agent_id), self._on_delivery)
         self.bus.on_ready(self._register)
         self.bus.call_every(self.config.heartbeat_interval, self._heartbeat)
         self.bus.call_every(REAP_INTERVAL, self._tick)
+        if self._checkpoint_tasks:
+            self.bus.call_every(GC_INTERVAL, self._gc)
 
     def run(self) -> None:
         """Start, install SIGTERM/SIGINT handlers and run the loop until a graceful stop."""
@@ -85,25 +118,39 @@ class Agent:
         self._stop_requested = True
 
     def stop(self) -> None:
-        """Kill running tasks (they report TASK_KILLED), flush their updates, then stop the bus."""
+        """Leave checkpointed tasks running (a restart re-attaches them), or kill them (they report
+        TASK_KILLED); flush pending updates, then stop the bus."""
         if self._shutdown_deadline is not None:
             return
-        log.info("agent %s stopping; killing %d running task(s)", self.agent_id, len(self.tasks))
-        self._shutdown_deadline = time.monotonic() + self.config.kill_grace + SHUTDOWN_EXTRA
-        for entry in self.tasks.active():
-            self._kill_task(entry)
+        if self._keep_tasks_on_stop:
+            log.info("agent %s stopping; leaving %d task(s) running (checkpointed in %s)", self.agent_id,
+                     len(self.tasks), self.config.work_dir)
+            self._shutdown_deadline = time.monotonic()
+        else:
+            log.info("agent %s stopping; killing %d running task(s)", self.agent_id, len(self.tasks))
+            self._shutdown_deadline = time.monotonic() + self.config.kill_grace + SHUTDOWN_EXTRA
+            for entry in self.tasks.active():
+                self._kill_task(entry)
         self._maybe_finish_shutdown()
 
     def kill(self) -> None:
-        """Last resort when the loop is gone: SIGKILL every task still running. Never raises."""
+        """Last resort when the loop is gone: SIGKILL every task still running, unless they are
+        checkpointed (then the next agent process re-attaches them). Never raises."""
+        if self._keep_tasks_on_stop:
+            return
         for entry in self.tasks.active():
             try:
-                self.executor.force_kill(entry.task_id)
+                self.executor.force_kill(entry.key)
             except Exception:  # kill must not raise
                 log.exception("agent %s: could not kill task=%s", self.agent_id, entry.task_id)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.request_stop()
+
+    def _gc(self) -> None:
+        removed = checkpoint.remove_done(self.config.work_dir, time.time() - DONE_RETENTION)
+        if removed:
+            log.debug("agent %s: forgot %d finished task checkpoint(s)", self.agent_id, removed)
 
     # -- registration and heartbeats -----------------------------------------------------------
     def _info(self, cls: type[Register] | type[Heartbeat]) -> Register | Heartbeat:
@@ -164,6 +211,8 @@ class Agent:
     def _launch(self, entry: TaskEntry, task: TaskInfo) -> None:
         self._update(entry, TaskState.STARTING)
         try:
+            if self._checkpoint_tasks:
+                checkpoint.record_task(self.config.work_dir, entry.framework_id, task)
             exit_code = self.executor.launch(entry.framework_id, task)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             log.warning("agent %s: task=%s framework=%s failed to start: %s", self.agent_id, entry.task_id,
@@ -181,8 +230,8 @@ class Agent:
 
     def _kill_tasks(self, msg: KillTasks) -> None:
         for task_id in msg.task_ids:
-            entry = self.tasks.get(task_id)
-            if entry is None or entry.framework_id != msg.framework_id:
+            entry = self.tasks.get((msg.framework_id, task_id))
+            if entry is None:
                 log.info("agent %s: kill of unknown or finished task=%s framework=%s ignored", self.agent_id,
                          task_id, msg.framework_id)
                 continue
@@ -191,50 +240,69 @@ class Agent:
     def _kill_task(self, entry: TaskEntry) -> None:
         if entry.kill_requested:
             return
-        self.tasks.request_kill(entry.task_id)
-        log.info("agent %s: killing task=%s framework=%s", self.agent_id, entry.task_id, entry.framework_id)
-        self.executor.terminate(entry.task_id)
-        self.bus.call_later(self.config.kill_grace, lambda: self._force_kill(entry.task_id))
+        self.tasks.request_kill(entry.key)
+        if self._checkpoint_tasks:
+            checkpoint.record_kill(self._meta(entry))
+        self.terminate(entry)
 
-    def _force_kill(self, task_id: str) -> None:
-        if self.tasks.get(task_id) is not None:
-            log.warning("agent %s: task=%s outlived its kill grace; SIGKILL", self.agent_id, task_id)
-            self.executor.force_kill(task_id)
+    def terminate(self, entry: TaskEntry) -> None:
+        """SIGTERM the task now, SIGKILL it after the kill grace."""
+        log.info("agent %s: killing task=%s framework=%s", self.agent_id, entry.task_id, entry.framework_id)
+        self.executor.terminate(entry.key)
+        self.bus.call_later(self.config.kill_grace, lambda: self._force_kill(entry.key))
+
+    def _force_kill(self, key: TaskKey) -> None:
+        if self.tasks.get(key) is not None:
+            log.warning("agent %s: task=%s framework=%s outlived its kill grace; SIGKILL", self.agent_id, key[1],
+                        key[0])
+            self.executor.force_kill(key)
+
+    def _meta(self, entry: TaskEntry) -> Path:
+        return checkpoint.task_meta_dir(self.config.work_dir, entry.framework_id, entry.task_id)
 
     # -- exits ----------------------------------------------------------------------------------
     def _tick(self) -> None:
         if self._stop_requested and self._shutdown_deadline is None:
             self.stop()
-        for task_id, returncode in self.executor.reap():
-            entry = self.tasks.get(task_id)
+        for key, returncode in self.executor.reap():
+            entry = self.tasks.get(key)
             if entry is not None:
                 self._exited(entry, returncode)
         if self._shutdown_deadline is not None:
             self._maybe_finish_shutdown()
 
-    def _exited(self, entry: TaskEntry, returncode: int) -> None:
-        outcome = exit_outcome(returncode, entry.kill_requested)
+    def _exited(self, entry: TaskEntry, returncode: int | None) -> None:
+        outcome = unknown_exit(entry.kill_requested) if returncode is None else exit_outcome(
+            returncode, entry.kill_requested)
+        self.report(entry, outcome)
+
+    def report(self, entry: TaskEntry, outcome: Outcome) -> None:
+        """Publish how a task ended."""
         level = logging.DEBUG if outcome.state is TaskState.FINISHED else logging.INFO
         log.log(level, "agent %s: task=%s framework=%s %s (%s)", self.agent_id, entry.task_id, entry.framework_id,
                 outcome.state.value, outcome.message)
-        self._update(entry, outcome.state, message=outcome.message, exit_code=outcome.exit_code)
+        self._update(entry, outcome.state, message=outcome.message, exit_code=outcome.exit_code,
+                     reason=outcome.reason)
 
     def _maybe_finish_shutdown(self) -> None:
         assert self._shutdown_deadline is not None
-        if self._finished or (len(self.tasks) and time.monotonic() < self._shutdown_deadline):
+        if self._finished:
+            return
+        if not self._keep_tasks_on_stop and len(self.tasks) and time.monotonic() < self._shutdown_deadline:
             return
         self._finished = True
-        if len(self.tasks):
+        if len(self.tasks) and not self._keep_tasks_on_stop:
             log.warning("agent %s: %d task(s) not reaped before shutdown", self.agent_id, len(self.tasks))
         self._flush()
         log.info("agent %s stopped", self.agent_id)
         self.bus.stop()
 
     # -- status updates -------------------------------------------------------------------------
-    def _update(self, entry: TaskEntry, state: TaskState, message: str = "", exit_code: int | None = None) -> None:
-        self.tasks.set_state(entry.task_id, state)
+    def _update(self, entry: TaskEntry, state: TaskState, message: str = "", exit_code: int | None = None,
+                reason: str = "") -> None:
+        self.tasks.set_state(entry.key, state)
         self._updates.append(make_status(entry, self.agent_id, state, uuid.uuid4().hex, time.time(),
-                                         message, exit_code))
+                                         message, exit_code, reason))
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -243,17 +311,45 @@ class Agent:
             self.bus.call_later(0, self._flush)
 
     def _flush(self) -> None:
-        """Publish buffered updates (one STATUS per routing key), then settle the deliveries they answer."""
+        """Journal buffered updates, publish them (one STATUS per routing key), then settle the
+        deliveries they answer. The journal entry goes once the broker confirmed every message."""
         self._flush_scheduled = False
         updates, self._updates = self._updates, []
         if updates:
             now = time.time()
-            for (framework_id, agent_id, state), group in group_updates(updates):
-                key = topology.status_key(framework_id, agent_id, state)
-                self.bus.publish(topology.STATUS, key, codec.encode(Status(group), now))
+            messages = [(topology.status_key(*key), codec.encode(Status(group), now))
+                        for key, group in group_updates(updates)]
+            self.publish_status(messages)
+            if self._checkpoint_tasks:
+                for update in updates:
+                    if update.state.terminal:
+                        checkpoint.record_done(checkpoint.task_meta_dir(self.config.work_dir, update.framework_id,
+                                                                        update.task_id))
         pending, self._pending = self._pending, []
         for delivery, reason in pending:
             if reason is None:
                 self.bus.ack(delivery)
             else:
                 self.bus.dead_letter(delivery, reason)
+
+    def publish_status(self, messages: list[Message], batch: int | None = None) -> None:
+        """Publish STATUS messages, journaled first (as ``batch`` when they already are)."""
+        on_confirm = None
+        if self.journal is not None:
+            if batch is None:
+                batch = self.journal.append(messages)
+            on_confirm = _countdown(len(messages), functools.partial(self.journal.confirm, batch))
+        for key, body in messages:
+            self.bus.publish(topology.STATUS, key, body, on_confirm=on_confirm)
+
+
+def _countdown(n: int, done: Callable[[], None]) -> Callable[[], None]:
+    """A callback that calls ``done`` on its ``n``-th call."""
+    left = [n]
+
+    def tick() -> None:
+        left[0] -= 1
+        if left[0] == 0:
+            done()
+
+    return tick

@@ -12,6 +12,11 @@ A ``Bus`` owns an I/O loop that runs for the life of the process. Around it:
   effects are safely in the broker. Acks that become ready together go out as one multiple-ack.
 * **Timers and threads.** ``call_later`` / ``call_every`` run on the loop; ``call_threadsafe`` is the
   one entry point for other threads.
+* **Several brokers.** ``url`` may list several AMQP URLs separated by commas (the nodes of a cluster);
+  every new connection attempt goes to the next one, so a dead node is skipped.
+* **A gate before consuming.** ``before_consume(gate)`` runs ``gate(done)`` on every connect after the
+  topology is declared (publishing already works) and starts the consumers only when it calls ``done``:
+  the master holds its lease there (``declare_exclusive``) before it takes any input.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ DEFAULT_CONNECT_TIMEOUT = 15.0
 AMQP_HEARTBEAT = 10
 DEFAULT_PREFETCH = 200
 ACK_FLUSH_DELAY = 0.0
+NACK_RETRY_DELAY = 0.2  # seconds before re-sending what the broker nacked (a queue without a leader)
 
 
 @dataclass(slots=True)
@@ -91,8 +97,13 @@ class Bus:
     def __init__(self, url: str, name: str, *, prefetch: int = DEFAULT_PREFETCH,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  exchanges: Iterable[Exchange] = topology.EXCHANGES,
-                 queues: Iterable[Queue] | None = None) -> None:
-        self.url = url
+                 queues: Iterable[Queue] | None = None, resend_after_reconnect: bool = True) -> None:
+        self.urls = [u.strip() for u in url.split(",") if u.strip()] or [url]
+        self.url = self.urls[0]
+        self.resend_after_reconnect = resend_after_reconnect
+        self._gate: Callable[[Callable[[], None]], None] | None = None
+        self._url_index = 0
+        self._publishable = False
         self.name = name
         self.prefetch = prefetch
         self.connect_timeout = connect_timeout
@@ -117,11 +128,90 @@ class Bus:
         # delivered and not yet acked, in delivery order: tag -> publish seq its effects need (None: not done)
         self._inflight: collections.OrderedDict[int, int | None] = collections.OrderedDict()
         self._ack_flush_scheduled = False
+        self._nack_floor: int | None = None  # lowest seq of a nacked message waiting to be re-sent
 
     # -- public API -------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
         return self._ready
+
+    @property
+    def generation(self) -> int:
+        """Incremented on every new channel: callbacks compare it to tell a stale connection's work."""
+        return self._generation
+
+    def before_consume(self, gate: Callable[[Callable[[], None]], None]) -> None:
+        """On every connect, run ``gate(done)`` after declaring the topology; consumers start on ``done()``."""
+        self._gate = gate
+
+    def declare_exclusive(self, queue: Queue, callback: Callable[[bool], None]) -> None:
+        """Declare ``queue`` exclusive to this connection on a side channel: ``callback(True)`` if this
+        connection now holds it, ``callback(False)`` if another connection does (RESOURCE_LOCKED) or the
+        connection is gone. The queue lives exactly as long as this connection: a lease."""
+        self._side_channel(lambda ch, finish: ch.queue_declare(
+            queue.name, durable=False, exclusive=True, auto_delete=queue.auto_delete,
+            arguments=queue.arguments or None, callback=lambda _f: finish(True)), callback, False)
+
+    def queue_consumers(self, name: str, callback: Callable[[int | None], None]) -> None:
+        """Passively declare queue ``name`` on a side channel: ``callback(consumer count)``, or
+        ``callback(None)`` if it does not exist or the connection is gone."""
+        self._side_channel(lambda ch, finish: ch.queue_declare(
+            name, passive=True, callback=lambda f: finish(f.method.consumer_count)), callback, None)
+
+    def get(self, queue_name: str, callback: Callable[[Delivery | None], None]) -> None:
+        """``basic.get`` one message from ``queue_name`` (``None`` if empty); hand it to ``ack`` like any."""
+        channel, generation = self._channel, self._generation
+        if channel is None or not channel.is_open:
+            callback(None)
+            return
+        answered = False
+
+        def got(_ch: object, method: pika.spec.Basic.GetOk, props: pika.spec.BasicProperties, body: bytes) -> None:
+            nonlocal answered
+            answered = True
+            self._inflight[method.delivery_tag] = None
+            callback(Delivery(body, method.exchange, method.routing_key, props, method.delivery_tag,
+                              method.redelivered, queue_name, generation))
+
+        def empty(_frame: object) -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                callback(None)
+
+        channel.add_callback(empty, [pika.spec.Basic.GetEmpty], one_shot=True)
+        channel.basic_get(queue_name, got, auto_ack=False)
+
+    def _side_channel(self, use: Callable[[pika.channel.Channel, Callable[[Any], None]], None],
+                      callback: Callable[[Any], None], failed: Any) -> None:
+        """Run one operation that may be refused on a channel of its own, so a refusal (which closes
+        the channel) never touches the main channel; the channel is closed afterwards."""
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            callback(failed)
+            return
+        finished = False
+
+        def finish(result: Any) -> None:
+            nonlocal finished
+            if not finished:
+                finished = True
+                callback(result)
+
+        def opened(channel: pika.channel.Channel) -> None:
+            channel.add_on_close_callback(lambda _ch, _reason: finish(failed))
+
+            def done(result: Any) -> None:
+                finish(result)
+                if channel.is_open:
+                    channel.close()
+
+            use(channel, done)
+
+        try:
+            connection.channel(on_open_callback=opened)
+        except (pika.exceptions.AMQPError, OSError):
+            finish(failed)
 
     def declare(self, *queues: Queue) -> None:
         """Declare queues now (if connected) and on every reconnect."""
@@ -160,10 +250,12 @@ class Bus:
             reply_to=reply_to, correlation_id=correlation_id, headers=headers, type=message_type,
             expiration=str(expiration_ms) if expiration_ms is not None else None)
         out = _Outgoing(exchange, routing_key, body, props, on_confirm)
-        if self._ready:
+        if self._publishable:
             self._send(out)
-        else:
+        elif self.resend_after_reconnect:
             self._outbox.append(out)
+        else:
+            log.debug("%s: not connected; dropped a message to %s/%s", self.name, exchange, routing_key)
 
     def ack(self, delivery: Delivery) -> None:
         """Ack ``delivery`` once everything published so far is confirmed."""
@@ -242,6 +334,7 @@ class Bus:
 
     # -- connection lifecycle ---------------------------------------------------------------
     def _connect(self) -> None:
+        self.url = self.urls[self._url_index % len(self.urls)]
         params = pika.URLParameters(self.url)
         params.heartbeat = AMQP_HEARTBEAT
         params.connection_attempts = 1
@@ -256,6 +349,7 @@ class Bus:
 
     def _on_connection_error(self, _conn: object, error: BaseException) -> None:
         self._connection = None
+        self._url_index += 1
         if self._stopping:
             self._ioloop.stop()
             return
@@ -283,6 +377,7 @@ class Bus:
             self._ioloop.stop()
             return
         self.stats.reconnects += 1
+        self._url_index += 1
         self._schedule_reconnect(f"connection lost ({reason})")
 
     def _on_channel_open(self, channel: pika.channel.Channel) -> None:
@@ -302,11 +397,19 @@ class Bus:
             self._connection.close()
 
     def _lost(self) -> None:
-        """Forget channel-bound state; unconfirmed messages go back to the outbox to be re-sent."""
+        """Forget channel-bound state; unconfirmed messages go back to the outbox to be re-sent
+        (or are dropped, with ``resend_after_reconnect=False``: the master re-derives them)."""
         self._ready = False
+        self._publishable = False
         self._channel = None
         self._inflight.clear()
-        self._outbox[:0] = list(self._unconfirmed.values())
+        self._nack_floor = None
+        if self.resend_after_reconnect:
+            self._outbox[:0] = list(self._unconfirmed.values())
+        elif self._unconfirmed or self._outbox:
+            log.warning("%s: dropping %d unconfirmed message(s) with the connection", self.name,
+                        len(self._unconfirmed) + len(self._outbox))
+            self._outbox.clear()
         self._unconfirmed.clear()
         self._next_seq = 1
 
@@ -324,6 +427,9 @@ class Bus:
                 exchange=ex.name, exchange_type=ex.type, durable=ex.durable, callback=lambda _f: done()))
         for q in self._queues:
             steps.append(lambda done, q=q: self._declare_queue(q, lambda _n: done()))
+        steps.append(self._open_for_publishing)
+        if self._gate is not None:
+            steps.append(lambda done: self._gate(done))  # type: ignore[misc]
         for c in self._consumers:
             steps.append(lambda done, c=c: self._start_consumer(c, done))
         self._run_steps(steps, self._became_ready)
@@ -373,14 +479,19 @@ class Bus:
 
         self._declare_queue(consumer.queue, declared)
 
-    def _became_ready(self) -> None:
-        self._ready = True
+    def _open_for_publishing(self, done: Callable[[], None]) -> None:
+        """Topology is in place: send what waited in the outbox, publish directly from now on."""
+        self._publishable = True
         self._ever_connected = True
         self._attempt = 0
-        log.info("%s: connected to %s", self.name, _redact(self.url))
         outbox, self._outbox = self._outbox, []
         for out in outbox:
             self._send(out)
+        done()
+
+    def _became_ready(self) -> None:
+        self._ready = True
+        log.info("%s: connected to %s", self.name, _redact(self.url))
         for callback in list(self._on_ready):
             callback()
 
@@ -407,21 +518,47 @@ class Bus:
                 seq = next(iter(self._unconfirmed))
                 if seq > tag:
                     break
-                done.append(self._unconfirmed.popitem(last=False)[1])
+                done.append((seq, self._unconfirmed.popitem(last=False)[1]))
         else:
             out = self._unconfirmed.pop(tag, None)
-            done = [out] if out else []
-        for out in done:
-            if nacked:
-                log.warning("%s: broker nacked a message to %s/%s; re-sending", self.name, out.exchange,
-                            out.routing_key)
-                self._send(out)
-                continue
+            done = [(tag, out)] if out else []
+        if nacked and done:
+            self._retry_nacked(done)
+            return
+        for _seq, out in done:
             self.stats.confirmed += 1
             if out.on_confirm is not None:
                 out.on_confirm()
         if self._inflight:
             self._schedule_ack_flush()
+
+    def _retry_nacked(self, nacked: list[tuple[int, _Outgoing]]) -> None:
+        """Re-send nacked messages after a pause, not at once: a quorum queue electing a new leader
+        (a cluster node died) nacks everything for a few seconds. Acks that depend on them wait."""
+        floor = nacked[0][0]
+        self._nack_floor = floor if self._nack_floor is None else min(self._nack_floor, floor)
+        generation = self._generation
+        log.warning("%s: broker nacked %d message(s) (first to %s/%s); re-sending in %.1fs", self.name, len(nacked),
+                    nacked[0][1].exchange, nacked[0][1].routing_key, NACK_RETRY_DELAY)
+
+        def resend() -> None:
+            if generation != self._generation:
+                if self.resend_after_reconnect:
+                    for _seq, out in nacked:
+                        if self._publishable:
+                            self._send(out)
+                        else:
+                            self._outbox.append(out)
+                return
+            self._nack_floor = None
+            for _seq, out in nacked:
+                self._send(out)
+            last = self._next_seq - 1
+            for tag, needed in self._inflight.items():  # their effects now include the re-sent messages
+                if needed is not None and needed >= floor:
+                    self._inflight[tag] = last
+
+        self._ioloop.call_later(NACK_RETRY_DELAY, resend)
 
     def _schedule_ack_flush(self) -> None:
         if not self._ack_flush_scheduled:
@@ -431,9 +568,11 @@ class Bus:
     def _flush_acks(self) -> None:
         """Ack, with one multiple-ack, the longest prefix of deliveries whose effects are confirmed."""
         self._ack_flush_scheduled = False
-        if self._channel is None or not self._ready or not self._channel.is_open:
+        if self._channel is None or not self._publishable or not self._channel.is_open:
             return
         first_unconfirmed = next(iter(self._unconfirmed)) if self._unconfirmed else self._next_seq
+        if self._nack_floor is not None:
+            first_unconfirmed = min(first_unconfirmed, self._nack_floor)
         last = 0
         while self._inflight:
             tag, needed = next(iter(self._inflight.items()))

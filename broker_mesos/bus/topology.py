@@ -28,6 +28,8 @@ KEY_HEARTBEAT = "heartbeat"
 MASTER_AGENTS_QUEUE = "master.agents"
 MASTER_CALLS_QUEUE = "master.calls"
 MASTER_STATUS_QUEUE = "master.status"
+MASTER_LEASE_QUEUE = "master.lease"
+MASTER_REGISTRY_QUEUE = "master.registry"
 DEAD_LETTER_QUEUE = "dead-letters"
 
 # -- dead-letter headers -----------------------------------------------------------------------
@@ -82,12 +84,22 @@ def master_queues() -> tuple[Queue, ...]:
     """The master's three input queues (quorum, dead-lettered)."""
     args = {**QUORUM, **DEAD_LETTERED}
     agent_keys = tuple((AGENT_REGISTER, k) for k in (KEY_REGISTER, KEY_HEARTBEAT))
-    call_keys = tuple((MASTER, call_type(c)) for c in protocol.FRAMEWORK_CALLS)
+    call_keys = tuple((MASTER, call_type(c)) for c in (*protocol.FRAMEWORK_CALLS, *protocol.ADMIN_CALLS))
     return (
         Queue(MASTER_AGENTS_QUEUE, agent_keys, arguments=args),
         Queue(MASTER_CALLS_QUEUE, call_keys, arguments=args),
         Queue(MASTER_STATUS_QUEUE, ((STATUS, "#"),), arguments=args),
     )
+
+
+def master_lease_queue() -> Queue:
+    """Held (exclusive) by the active master's connection: whoever holds it is the one active master."""
+    return Queue(MASTER_LEASE_QUEUE, durable=False, exclusive=True)
+
+
+def master_registry_queue() -> Queue:
+    """The master's persisted registry: one message, the latest snapshot (older ones are dropped)."""
+    return Queue(MASTER_REGISTRY_QUEUE, arguments={**QUORUM, "x-max-length": 1, "x-overflow": "drop-head"})
 
 
 def base_queues() -> tuple[Queue, ...]:
@@ -116,9 +128,10 @@ def status_queue_name(framework_id: str) -> str:
 
 
 def framework_queues(framework_id: str) -> tuple[Queue, ...]:
-    """A framework's event queue (offers, replies; perishable, classic) and its status queue (quorum)."""
+    """A framework's event queue (offers, replies) and its status queue, both quorum so that they
+    survive the loss of any one node of a cluster (offers carry a per-message TTL: they still perish)."""
     return (
-        Queue(offers_queue_name(framework_id), ((OFFERS, framework_id),)),
+        Queue(offers_queue_name(framework_id), ((OFFERS, framework_id),), arguments=dict(QUORUM)),
         Queue(status_queue_name(framework_id), ((STATUS, f"{framework_id}.#"),), arguments=dict(QUORUM)),
     )
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from broker_mesos.agent.checkpoint import lock_work_dir
 from broker_mesos.agent.detect import check_agent_id, default_agent_id, detect_resources, parse_resources
 from broker_mesos.agent.executor import EXECUTORS
 from broker_mesos.agent.process import Agent, AgentConfig
@@ -62,14 +63,23 @@ def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
               help="Seconds between HEARTBEAT messages.")
 @click.option("--kill-grace", type=click.FloatRange(min=0.0), default=3.0, show_default=True,
               help="Seconds between SIGTERM and SIGKILL when a task is killed.")
+@click.option("--checkpoint/--no-checkpoint", default=None,
+              help="Keep tasks and unconfirmed status updates in <work-dir>/meta so that a restarted agent (same "
+                   "--id and --work-dir) re-attaches to its running tasks and loses no update. "
+                   "Default: on, except with --executor noop.")
+@click.option("--kill-on-stop", is_flag=True,
+              help="On SIGTERM / Ctrl-C kill the running tasks (they report TASK_KILLED) instead of leaving them "
+                   "running for the next agent process. Implied by --no-checkpoint.")
 @log_level_option
 @one_line_errors
 def agent(broker: str, connect_timeout: float, agent_id: str, resources: Resources | None,
           attributes: dict[str, str], work_dir: Path | None, executor: str, heartbeat_interval: float,
-          kill_grace: float, log_level: str) -> None:
+          kill_grace: float, checkpoint: bool | None, kill_on_stop: bool, log_level: str) -> None:
     """Run an agent: offer this machine's resources and run the tasks the master sends.
 
-    Stops on SIGTERM or Ctrl-C after killing its running tasks (they report TASK_KILLED).
+    Stops on SIGTERM or Ctrl-C. Its tasks keep running (they run in their own sessions, checkpointed)
+    and an agent restarted with the same --id and --work-dir takes them back, as after a crash; with
+    --kill-on-stop (or --no-checkpoint) it kills them first and they report TASK_KILLED.
     """
     setup_logging(log_level)
     work_dir = (work_dir or Path(".bmesos") / f"agent-{agent_id}").absolute()
@@ -77,8 +87,12 @@ def agent(broker: str, connect_timeout: float, agent_id: str, resources: Resourc
         work_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.ClickException(f"cannot create work dir {work_dir}: {exc}") from None
+    checkpoint = executor != "noop" if checkpoint is None else checkpoint
+    if checkpoint and lock_work_dir(work_dir) is None:
+        raise click.ClickException(f"work dir {work_dir} is in use by another agent")
     config = AgentConfig(agent_id=agent_id, resources=resources or detect_resources(work_dir), work_dir=work_dir,
                          attributes=attributes, executor=executor, heartbeat_interval=heartbeat_interval,
-                         kill_grace=kill_grace)
+                         kill_grace=kill_grace, checkpoint=checkpoint,
+                         kill_on_stop=kill_on_stop)
     bus = Bus(broker, f"agent {agent_id}", connect_timeout=connect_timeout)
     Agent(bus, config).run()

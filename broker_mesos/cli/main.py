@@ -8,6 +8,7 @@ import sys
 import click
 
 COMMANDS = {
+    "admin": "broker_mesos.cli.admin:admin",
     "master": "broker_mesos.cli.master:master",
     "agent": "broker_mesos.cli.agent:agent",
     "run": "broker_mesos.cli.run:run",

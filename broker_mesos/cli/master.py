@@ -23,20 +23,29 @@ def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
               help="Run a round early once this many changes (releases, registrations, calls) have piled up.")
 @click.option("--offer-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds an offer stays valid; unanswered offers are rescinded and their resources re-offered.")
+@click.option("--max-missed-heartbeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Remove an agent (its tasks go TASK_LOST) after this many heartbeats are missed in a row.")
+@click.option("--agent-ping-timeout", type=click.FloatRange(min=0.01), default=None,
+              help="Seconds after which a heartbeat counts as missed (default: the interval the agent reports).")
 @click.option("--master-id", callback=_master_id, default=None, help="This master's id (default: random).")
 @log_level_option
 @one_line_errors
 def master(broker: str, connect_timeout: float, allocation_interval: float, batch_threshold: int,
-           offer_timeout: float, master_id: str | None, log_level: str) -> None:
+           offer_timeout: float, max_missed_heartbeats: int, agent_ping_timeout: float | None,
+           master_id: str | None, log_level: str) -> None:
     """Run the master: keeps cluster state, makes offers in allocation rounds, routes tasks to agents.
 
     The master consumes the queues master.agents, master.calls and master.status, offers agents' free
     resources to frameworks by dominant resource fairness, and publishes offers to offers.<framework>.
+    Start it several times for hot standbys: one is active (it holds the lease master.lease), the others
+    wait and take over from the registry within about a second when it dies. --broker may list several
+    comma-separated URLs (the nodes of a cluster).
     """
     from broker_mesos.master.process import MasterProcess, new_master_id
 
     setup_logging(log_level)
-    config = MasterConfig(master_id or new_master_id(), allocation_interval, batch_threshold, offer_timeout)
+    config = MasterConfig(master_id or new_master_id(), allocation_interval, batch_threshold, offer_timeout,
+                          max_missed_heartbeats=max_missed_heartbeats, agent_ping_timeout=agent_ping_timeout)
     process = MasterProcess(broker, config, connect_timeout=connect_timeout)
     process.install_signal_handlers()
     process.run()

@@ -1,14 +1,16 @@
-"""The agent's bookkeeping, without I/O: its task table, exit outcomes and status batching.
+"""The agent's bookkeeping, without I/O: its task table, exit outcomes, status batching and recovery.
 
-The agent process (``broker_mesos/agent/process.py``) spawns, reaps and publishes; everything it
-decides — is this task new, what state does an exit code mean, how are updates grouped into STATUS
-messages and in which order — is decided here, so it is testable without a broker or a clock
+The agent process (``broker_mesos/agent/process.py``) spawns, reaps, checkpoints and publishes;
+everything it decides — is this task new, what state does an exit code mean, how are updates grouped
+into STATUS messages and in which order, what happens to a checkpointed task after a restart — is
+decided here, so it is testable without a broker or a clock
 (uuids and timestamps are passed in).
 """
 
 from __future__ import annotations
 
 import collections
+import enum
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from broker_mesos.core.protocol import AgentTask, TaskInfo, TaskState, TaskStatus
 
 SOURCE_AGENT = "SOURCE_AGENT"
+REASON_AGENT_RESTARTED = "REASON_AGENT_RESTARTED"
+REASON_EXECUTOR_TERMINATED = "REASON_EXECUTOR_TERMINATED"
 MAX_UPDATES_PER_MESSAGE = 1000
 REMEMBERED_TASKS = 200_000
 
@@ -24,8 +28,14 @@ REMEMBERED_TASKS = 200_000
 _STATE_RANK = {TaskState.STAGING: 0, TaskState.STARTING: 1, TaskState.RUNNING: 2}
 _TERMINAL_RANK = 3
 
+_SIGNALS = frozenset(int(s) for s in signal.Signals)
+
 GroupKey = tuple[str, str, TaskState]
 """(framework_id, agent_id, state): what a status routing key is made of."""
+
+
+TaskKey = tuple[str, str]
+"""(framework_id, task_id): Mesos task ids are unique only within their framework."""
 
 
 @dataclass(slots=True)
@@ -38,55 +48,69 @@ class TaskEntry:
     state: TaskState
     kill_requested: bool = False
 
+    @property
+    def key(self) -> TaskKey:
+        return (self.framework_id, self.task_id)
+
 
 class TaskTable:
-    """Active tasks by id, plus a bounded memory of finished ones so a redelivered launch is ignored.
+    """Active tasks by (framework, task id), plus a bounded memory of finished ones so a redelivered
+    launch is ignored.
 
     ``remember`` bounds the finished-id memory (oldest forgotten first): an agent running the noop
     executor at thousands of tasks per second must not grow without limit.
     """
 
     def __init__(self, remember: int = REMEMBERED_TASKS) -> None:
-        self._active: dict[str, TaskEntry] = {}
-        self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._active: dict[TaskKey, TaskEntry] = {}
+        self._finished: collections.OrderedDict[TaskKey, None] = collections.OrderedDict()
         self._remember = remember
 
     def __len__(self) -> int:
         return len(self._active)
 
-    def __contains__(self, task_id: object) -> bool:
-        return task_id in self._active or task_id in self._finished
+    def __contains__(self, key: object) -> bool:
+        return key in self._active or key in self._finished
 
-    def get(self, task_id: str) -> TaskEntry | None:
-        return self._active.get(task_id)
+    def get(self, key: TaskKey) -> TaskEntry | None:
+        return self._active.get(key)
 
     def active(self) -> list[TaskEntry]:
         return list(self._active.values())
 
-    def launch(self, framework_id: str, task: TaskInfo) -> TaskEntry | None:
-        """Add a new task in TASK_STARTING; None when the id is already known (a redelivery)."""
-        if task.task_id in self:
+    def launch(self, framework_id: str, task: TaskInfo, state: TaskState = TaskState.STARTING) -> TaskEntry | None:
+        """Add a new task (in ``state``); None when the key is already known (a redelivery)."""
+        key = (framework_id, task.task_id)
+        if key in self:
             return None
-        entry = TaskEntry(task.task_id, framework_id, task, TaskState.STARTING)
-        self._active[task.task_id] = entry
+        entry = TaskEntry(task.task_id, framework_id, task, state)
+        self._active[key] = entry
         return entry
 
-    def set_state(self, task_id: str, state: TaskState) -> TaskEntry | None:
+    def remember_finished(self, key: TaskKey) -> None:
+        """Record a task that ended before this table existed (recovered from a checkpoint)."""
+        self._finished[key] = None
+        self._forget_oldest()
+
+    def set_state(self, key: TaskKey, state: TaskState) -> TaskEntry | None:
         """Move an active task to ``state``; a terminal state removes it from the active table."""
-        entry = self._active.get(task_id)
+        entry = self._active.get(key)
         if entry is None:
             return None
         entry.state = state
         if state.terminal:
-            del self._active[task_id]
-            self._finished[task_id] = None
-            while len(self._finished) > self._remember:
-                self._finished.popitem(last=False)
+            del self._active[key]
+            self._finished[key] = None
+            self._forget_oldest()
         return entry
 
-    def request_kill(self, task_id: str) -> TaskEntry | None:
+    def _forget_oldest(self) -> None:
+        while len(self._finished) > self._remember:
+            self._finished.popitem(last=False)
+
+    def request_kill(self, key: TaskKey) -> TaskEntry | None:
         """Mark an active task as being killed; None when it is unknown or already finished."""
-        entry = self._active.get(task_id)
+        entry = self._active.get(key)
         if entry is not None:
             entry.kill_requested = True
         return entry
@@ -103,6 +127,7 @@ class Outcome:
     state: TaskState
     exit_code: int | None
     message: str
+    reason: str = ""
 
 
 def exit_outcome(returncode: int, kill_requested: bool) -> Outcome:
@@ -127,10 +152,61 @@ def exit_outcome(returncode: int, kill_requested: bool) -> Outcome:
     return Outcome(TaskState.FAILED, exit_code, message)
 
 
+def returncode_from_exit_status(text: str) -> int | None:
+    """Read what the task supervisor wrote: the shell's ``$?`` (0-255, 128 + N when the task died of
+    signal N). Returns ``subprocess``' convention (negative = signal), None when unreadable."""
+    try:
+        code = int(text.strip())
+    except ValueError:
+        return None
+    if not 0 <= code <= 255:
+        return None
+    if code > 128 and code - 128 in _SIGNALS:
+        return -(code - 128)
+    return code
+
+
+class Recovery(enum.Enum):
+    """What a restarted agent does with one task found in its checkpoint."""
+
+    FORGET = "forget"        # its final state was already reported: only remember its id
+    REATTACH = "reattach"    # still running: watch it again
+    REPORT = "report"        # it ended (or never started) while the agent was down: report ``outcome``
+
+
+def recover_task(*, reported_terminal: bool, started: bool, alive: bool, exit_status: str | None,
+                 kill_requested: bool) -> tuple[Recovery, Outcome | None]:
+    """Decide a checkpointed task's fate after an agent restart.
+
+    ``alive`` must be checked before ``exit_status`` is read: the supervisor writes the status and then
+    exits, so a dead supervisor's status file is complete (or was never written: the supervisor itself
+    was SIGKILLed, and the real exit status is unknowable).
+    """
+    if reported_terminal:
+        return Recovery.FORGET, None
+    if not started:
+        return Recovery.REPORT, Outcome(TaskState.DROPPED, None, "the agent restarted before the task started",
+                                        REASON_AGENT_RESTARTED)
+    if alive:
+        return Recovery.REATTACH, None
+    returncode = returncode_from_exit_status(exit_status) if exit_status is not None else None
+    return Recovery.REPORT, unknown_exit(kill_requested) if returncode is None else exit_outcome(returncode,
+                                                                                                kill_requested)
+
+
+def unknown_exit(kill_requested: bool) -> Outcome:
+    """A task whose supervisor died with it (SIGKILL to the whole group, OOM killer): no exit status."""
+    state = TaskState.KILLED if kill_requested else TaskState.FAILED
+    return Outcome(state, None, "its exit status was not recorded (the task and its supervisor were killed)",
+                   REASON_EXECUTOR_TERMINATED)
+
+
 def make_status(entry: TaskEntry, agent_id: str, state: TaskState, uuid: str, timestamp: float,
-                message: str = "", exit_code: int | None = None) -> TaskStatus:
+                message: str = "", exit_code: int | None = None, reason: str = "") -> TaskStatus:
     return TaskStatus(task_id=entry.task_id, framework_id=entry.framework_id, agent_id=agent_id, state=state,
-                      uuid=uuid, timestamp=timestamp, message=message, source=SOURCE_AGENT, exit_code=exit_code)
+                      uuid=uuid, timestamp=timestamp, message=message, reason=reason, source=SOURCE_AGENT,
+                      exit_code=exit_code)
+
 
 
 def group_updates(updates: Iterable[TaskStatus], max_per_message: int = MAX_UPDATES_PER_MESSAGE

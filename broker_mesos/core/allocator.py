@@ -1,26 +1,29 @@
-"""Turning free resources into offers: a sorter decides who is next, the allocator what they get.
+"""The original one-call DRF allocator API, kept for callers and tests written against it.
 
-As in Mesos' hierarchical allocator, each round walks the agents that have free resources and offers
-*all* of an agent's free resources to the framework that is furthest below its fair share and is
-allowed to see that agent (not suppressed, no DECLINE filter covering what is free). The framework's share then grows by
-what it was offered, so the next agent goes to whoever is now furthest behind.
-
-``DRFSorter`` orders clients by weighted dominant share (Ghodsi et al., NSDI 2011): a client's share of
-a resource is what it holds over the cluster's total, its dominant share the largest of those, divided
-by its weight. Ties go to the client that subscribed first.
+The engine now lives in ``broker_mesos.core.allocation`` (policies, roles, quotas, incremental
+rounds); ``allocate`` here runs one stateless ``drf`` round of that engine over flat clients, and
+``DRFSorter`` is the plain weighted-DRF ordering used to check the published DRF example by hand.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from broker_mesos.core.allocation import policy as _policy
+from broker_mesos.core.allocation.drf import DRFPolicy
+from broker_mesos.core.allocation.engine import (
+    MIN_ALLOCATABLE,
+    MIN_ALLOCATABLE_MEM,
+    Allocation,
+    Allocator,
+    allocatable,
+)
+from broker_mesos.core.allocation.roles import DEFAULT_ROLE
 from broker_mesos.core.resources import Resources
 
-# Offers smaller than this in every scalar are not worth a framework's attention (Mesos' defaults).
-MIN_ALLOCATABLE = Resources.of(cpus=0.01)
-MIN_ALLOCATABLE_MEM = Resources.of(mem=32)
+__all__ = ["MIN_ALLOCATABLE", "MIN_ALLOCATABLE_MEM", "Allocation", "Client", "DRFSorter", "allocatable", "allocate",
+           "dominant_share"]
 
 
 @dataclass(slots=True)
@@ -33,25 +36,13 @@ class Client:
     seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Allocation:
-    framework_id: str
-    agent_id: str
-    resources: Resources
-
-
 def dominant_share(allocated: Resources, total: Mapping[str, float]) -> float:
     """Largest fraction of any resource in ``total`` that ``allocated`` holds."""
-    share = 0.0
-    for name, amount in allocated.quantities().items():
-        cap = total.get(name, 0.0)
-        if cap > 0:
-            share = max(share, amount / cap)
-    return share
+    return _policy.dominant_share(allocated.quantities(), total)
 
 
 class DRFSorter:
-    """Weighted DRF ordering of clients; ``allocate``/``unallocate`` keep shares current within a round."""
+    """Weighted DRF ordering of clients; ``allocate`` keeps shares current as resources are handed out."""
 
     def __init__(self, clients: Iterable[Client], total: Resources) -> None:
         self.total = total.quantities()
@@ -72,9 +63,21 @@ class DRFSorter:
         return sorted(self.clients, key=self.key)
 
 
-def allocatable(resources: Resources) -> bool:
-    """True unless the bundle is a crumb: too little CPU and too little memory to run anything."""
-    return resources.contains(MIN_ALLOCATABLE) or resources.contains(MIN_ALLOCATABLE_MEM)
+@dataclass(slots=True)
+class _Framework:
+    framework_id: str
+    weight: float
+    seq: int
+    allocated: Resources
+    role: str = DEFAULT_ROLE
+    suppressed: bool = False
+
+
+@dataclass(slots=True)
+class _Agent:
+    agent_id: str
+    total: Resources
+    free: Resources
 
 
 def allocate(free: Mapping[str, Resources], clients: Iterable[Client], total: Resources,
@@ -85,30 +88,6 @@ def allocate(free: Mapping[str, Resources], clients: Iterable[Client], total: Re
     resources)`` says a client must not be offered those resources of that agent now. Pure: the
     clients' ``allocated`` is not changed.
     """
-    clients = [Client(c.client_id, c.weight, c.allocated, c.seq) for c in clients]
-    if not clients:
-        return []
-    sorter = DRFSorter(clients, total)
-    heap = [(*sorter.key(c.client_id), c.client_id) for c in clients]
-    heapq.heapify(heap)
-    out: list[Allocation] = []
-    for agent_id, resources in free.items():
-        if not allocatable(resources):
-            continue
-        skipped = []
-        chosen = None
-        while heap:
-            entry = heapq.heappop(heap)
-            if filtered(entry[2], agent_id, resources):
-                skipped.append(entry)
-                continue
-            chosen = entry
-            break
-        if chosen is not None:
-            client_id = chosen[2]
-            sorter.allocate(client_id, resources)
-            out.append(Allocation(client_id, agent_id, resources))
-            heapq.heappush(heap, (*sorter.key(client_id), client_id))
-        for entry in skipped:
-            heapq.heappush(heap, entry)
-    return out
+    frameworks = {c.client_id: _Framework(c.client_id, c.weight, c.seq, c.allocated) for c in clients}
+    agents = {agent_id: _Agent(agent_id, resources, resources) for agent_id, resources in free.items()}
+    return Allocator(DRFPolicy()).round(agents, frameworks, total, filtered, 0.0)

@@ -4,6 +4,7 @@
     ├── ProtocolError        a message could not be decoded or validated (the sender's fault)
     ├── ResourceError        resource arithmetic or parsing went wrong (negative, unknown kind)
     ├── CallRefused          a well-formed call the master refuses (unknown offer, does not fit, ...)
+    ├── PolicyError          an allocator policy name or parameter is unknown or invalid
     └── BusError             the transport failed (raised only by ``bus/``, from pika's exceptions)
         └── BrokerUnreachable  no connection could be made to the broker
 """
@@ -33,6 +34,10 @@ class CallRefused(BrokerMesosError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class PolicyError(BrokerMesosError, ValueError):
+    """An allocator policy cannot be built: unknown name or bad parameter (the operator's fault)."""
 
 
 class BusError(BrokerMesosError):

@@ -15,12 +15,17 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker_mesos.core import allocator, protocol
-from broker_mesos.core.errors import CallRefused
+from broker_mesos.core import protocol
+from broker_mesos.core.allocation import admin as allocation_admin
+from broker_mesos.core.allocation.engine import Allocation, Allocator, add_all
+from broker_mesos.core.allocation.registry import DEFAULT_POLICY, PolicyRegistry
+from broker_mesos.core.errors import CallRefused, PolicyError
 from broker_mesos.core.protocol import TaskState, TaskStatus
-from broker_mesos.core.resources import Resources
+from broker_mesos.core.resources import EMPTY, Resources
 
 COMPLETED_TASKS_KEPT = 10_000
+REMOVED_AGENTS_KEPT = 1_000
+LIVENESS_CHECK_PERIOD = 0.1  # seconds between scans for silent agents and frameworks past failover
 
 
 # -- effects ----------------------------------------------------------------------------------
@@ -88,6 +93,10 @@ class FrameworkRecord:
     filters: dict[str, list[tuple[float, Resources]]] = field(default_factory=dict)
     offers: set[str] = field(default_factory=set)
     tasks: set[str] = field(default_factory=set)
+    failover_timeout: float = 0.0
+    # set while the framework's scheduler is gone: it keeps its tasks until failover_timeout has passed
+    disconnected_at: float | None = None
+    suppressed_before_disconnect: bool = False
 
 
 @dataclass(slots=True)
@@ -115,6 +124,14 @@ class MasterConfig:
     allocation_interval: float = 1.0
     batch_threshold: int = 1000
     offer_timeout: float = 30.0
+    # an agent is removed after this many heartbeats are missed in a row (0: never; `bmesos master`
+    # defaults to 5); a heartbeat is missed when agent_ping_timeout (default: the interval the agent
+    # reports) passes without one
+    max_missed_heartbeats: int = 0
+    agent_ping_timeout: float | None = None
+    # the allocator policy at start (by registry name) and its parameters; switchable at runtime
+    allocator: str = DEFAULT_POLICY
+    allocator_params: tuple[tuple[str, str], ...] = ()
 
 
 # -- the state machine ------------------------------------------------------------------------
@@ -123,8 +140,10 @@ class MasterConfig:
 class MasterState:
     """Agents, frameworks, tasks and offers, and the rules that change them."""
 
-    def __init__(self, config: MasterConfig) -> None:
+    def __init__(self, config: MasterConfig, policies: PolicyRegistry | None = None) -> None:
         self.config = config
+        self.policies = policies or PolicyRegistry()
+        self.allocator = Allocator(self.policies.create(config.allocator, dict(config.allocator_params)))
         self.agents: dict[str, AgentRecord] = {}
         self.frameworks: dict[str, FrameworkRecord] = {}
         self.tasks: dict[tuple[str, str], TaskRecord] = {}
@@ -138,6 +157,9 @@ class MasterState:
         self._framework_seq = itertools.count(1)
         self._status_ids = itertools.count(1)
         self._next_filter_expiry = float("inf")
+        # agents removed for silence -> the tasks declared LOST with them (killed if the agent returns)
+        self.removed_agents: collections.OrderedDict[str, set[tuple[str, str]]] = collections.OrderedDict()
+        self._next_liveness_check = float("-inf")
 
     # -- agents -----------------------------------------------------------------------------
     def agent_info(self, info: protocol.Register | protocol.Heartbeat, now: float) -> list[Effect]:
@@ -150,21 +172,101 @@ class MasterState:
             agent.heartbeat_interval = info.heartbeat_interval
             if info.resources != agent.total and self._in_use(agent) <= info.resources:
                 self._set_total(agent, info.resources)
+            for reported in info.tasks:  # launched by a master that died before it persisted them
+                self._adopt(agent, reported)
             return []
         agent = AgentRecord(info.agent_id, info.hostname, info.resources, info.resources,
                             dict(info.attributes), now, info.heartbeat_interval)
         self.agents[agent.agent_id] = agent
         self.total = self.total + agent.total
+        self.allocator.agent_changed(agent.agent_id)
+        effects: list[Effect] = []
+        declared_lost = self.removed_agents.pop(info.agent_id, None)
+        if declared_lost is not None:
+            effects.extend(self._readmit(agent, info, declared_lost))
         for reported in info.tasks:
             self._adopt(agent, reported)
         self._changed()
-        return [PublishEvent("agent.added", {"agent_id": agent.agent_id, "hostname": agent.hostname,
-                                             "resources": agent.total.to_wire()})]
+        effects.append(PublishEvent("agent.added", {
+            "agent_id": agent.agent_id, "hostname": agent.hostname, "resources": agent.total.to_wire(),
+            "readmitted": declared_lost is not None}))
+        return effects
+
+    def _readmit(self, agent: AgentRecord, info: protocol.Register | protocol.Heartbeat,
+                 declared_lost: set[tuple[str, str]]) -> list[Effect]:
+        """An agent removed for silence is back: it is admitted afresh, and the tasks the master already
+        declared LOST are killed (Mesos' rule for frameworks that are not partition-aware, which ours are
+        not: they have been told LOST and may have replaced them). Until the agent reports them ended,
+        those tasks keep holding their resources, still LOST in the master's books."""
+        kill: dict[str, list[str]] = {}
+        for reported in info.tasks:
+            key = (reported.framework_id, reported.task_id)
+            if key not in declared_lost or reported.state.terminal or not reported.resources <= agent.free:
+                continue
+            self.completed.pop(key, None)
+            self.tasks[key] = TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
+                                         reported.resources, TaskState.LOST)
+            agent.free = agent.free - reported.resources
+            agent.tasks.add(key)
+            framework = self.frameworks.get(reported.framework_id)
+            if framework is not None:
+                framework.tasks.add(reported.task_id)
+                framework.allocated = framework.allocated + reported.resources
+            kill.setdefault(reported.framework_id, []).append(reported.task_id)
+        return [ToAgent(agent.agent_id, protocol.KillTasks(fw, sorted(ids))) for fw, ids in sorted(kill.items())]
+
+    def remove_agent(self, agent_id: str, reason: str, now: float) -> list[Effect]:
+        """Drop an agent: its tasks go LOST (published as the master's own updates), its offers are
+        rescinded and its resources leave the pool; if it comes back it is re-admitted afresh."""
+        agent = self.agents.pop(agent_id)
+        effects: list[Effect] = []
+        rescinded: dict[str, list[str]] = {}
+        for offer_id in sorted(agent.offers):
+            offer = self.offers.pop(offer_id)
+            framework = self.frameworks.get(offer.framework_id)
+            if framework is not None:
+                framework.offers.discard(offer_id)
+                framework.allocated = framework.allocated - offer.resources
+            rescinded.setdefault(offer.framework_id, []).append(offer_id)
+        effects.extend(ToFramework(fw, protocol.Rescind(ids)) for fw, ids in sorted(rescinded.items()))
+        lost: set[tuple[str, str]] = set()
+        for key in sorted(agent.tasks):
+            task = self.tasks.pop(key)
+            framework = self.frameworks.get(task.framework_id)
+            if framework is not None:
+                framework.tasks.discard(task.task_id)
+                framework.allocated = framework.allocated - task.resources
+            if not task.state.terminal:  # a LOST task still draining after a re-admission is already told
+                status = self._master_status(task.framework_id, task.task_id, agent_id, TaskState.LOST,
+                                             "REASON_AGENT_REMOVED", reason, now)
+                task.state, task.last_status = TaskState.LOST, status
+                effects.append(PublishStatus(status))
+            self._complete(key, task)
+            lost.add(key)
+        self.total = self.total - agent.total
+        self.removed_agents[agent_id] = lost
+        while len(self.removed_agents) > REMOVED_AGENTS_KEPT:
+            self.removed_agents.popitem(last=False)
+        self._changed()
+        effects.append(PublishEvent("agent.removed", {"agent_id": agent_id, "reason": reason,
+                                                      "tasks_lost": len(lost)}))
+        return effects
+
+    def agent_timeout(self, agent: AgentRecord) -> float:
+        """Seconds of silence after which ``agent`` is removed."""
+        ping = self.config.agent_ping_timeout or agent.heartbeat_interval
+        return ping * self.config.max_missed_heartbeats
+
+    def _complete(self, key: tuple[str, str], task: TaskRecord) -> None:
+        self.completed[key] = task
+        while len(self.completed) > COMPLETED_TASKS_KEPT:
+            self.completed.popitem(last=False)
 
     def _adopt(self, agent: AgentRecord, reported: protocol.AgentTask) -> None:
         """A task an agent runs that this master has not heard of (the master restarted)."""
         key = (reported.framework_id, reported.task_id)
-        if key in self.tasks or reported.state.terminal or not reported.resources <= agent.free:
+        if key in self.tasks or key in self.completed or reported.state.terminal \
+                or not reported.resources <= agent.free:
             return
         self.tasks[key] = TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
                                      reported.resources, reported.state)
@@ -187,6 +289,7 @@ class MasterState:
         self.total = self.total - agent.total + total
         agent.free = total - self._in_use(agent)
         agent.total = total
+        self.allocator.agent_changed(agent.agent_id)
         self._changed()
 
     # -- framework calls --------------------------------------------------------------------
@@ -194,7 +297,8 @@ class MasterState:
         framework = self.frameworks.get(call.framework_id)
         if framework is None:
             framework = FrameworkRecord(call.framework_id, call.name, call.role, call.weight,
-                                        next(self._framework_seq), reply_to)
+                                        next(self._framework_seq), reply_to,
+                                        failover_timeout=call.failover_timeout)
             self.frameworks[call.framework_id] = framework
             for key, task in self.tasks.items():
                 if key[0] == call.framework_id:
@@ -204,11 +308,39 @@ class MasterState:
         else:
             framework.name, framework.role, framework.weight = call.name, call.role, call.weight
             framework.reply_to = reply_to
+            framework.failover_timeout = call.failover_timeout
+            self.framework_connected(call.framework_id, now)
             event = "framework.resubscribed"
         self._changed()
         return [ToFramework(call.framework_id, protocol.Subscribed(call.framework_id, self.config.master_id),
                             reply_to, call_id),
                 PublishEvent(event, {"framework_id": call.framework_id, "name": call.name, "role": call.role})]
+
+    def framework_disconnected(self, framework_id: str, now: float) -> list[Effect]:
+        """Its scheduler is gone: no offers meanwhile (outstanding ones are rescinded); its tasks keep
+        running until ``failover_timeout`` passes without it coming back."""
+        framework = self.frameworks.get(framework_id)
+        if framework is None or framework.disconnected_at is not None:
+            return []
+        framework.disconnected_at = now
+        framework.suppressed_before_disconnect = framework.suppressed
+        framework.suppressed = True
+        rescinded = sorted(framework.offers)
+        for offer_id in rescinded:
+            self._release_offer(self.offers[offer_id])
+        effects: list[Effect] = [PublishEvent("framework.disconnected", {
+            "framework_id": framework_id, "failover_timeout": framework.failover_timeout})]
+        if rescinded:
+            effects.insert(0, ToFramework(framework_id, protocol.Rescind(rescinded)))
+        return effects
+
+    def framework_connected(self, framework_id: str, now: float) -> None:
+        """Its scheduler is back (re-SUBSCRIBE or consuming again) within its failover timeout."""
+        framework = self.frameworks.get(framework_id)
+        if framework is not None and framework.disconnected_at is not None:
+            framework.disconnected_at = None
+            framework.suppressed = framework.suppressed_before_disconnect
+            self._changed()
 
     def _framework(self, framework_id: str) -> FrameworkRecord:
         framework = self.frameworks.get(framework_id)
@@ -321,6 +453,7 @@ class MasterState:
         framework = self._framework(call.framework_id)
         framework.suppressed = False
         framework.filters.clear()
+        self.allocator.wake()
         self._changed()
         return []
 
@@ -364,22 +497,22 @@ class MasterState:
         task = self.tasks.get(key)
         if task is None:
             return []  # already terminal (a duplicate) or never known: nothing to change
-        task.state = status.state
-        task.last_status = status
+        if not task.state.terminal:  # a task the master declared LOST keeps that state while it drains
+            task.state = status.state
+            task.last_status = status
         if status.state.terminal:
             del self.tasks[key]
             agent = self.agents.get(task.agent_id)
             if agent is not None:
                 agent.tasks.discard(key)
                 agent.free = agent.free + task.resources
+                self.allocator.agent_changed(agent.agent_id)
             framework = self.frameworks.get(task.framework_id)
             if framework is not None:
                 framework.tasks.discard(task.task_id)
                 framework.allocated = framework.allocated - task.resources
-            self.completed[key] = task
-            while len(self.completed) > COMPLETED_TASKS_KEPT:
-                self.completed.popitem(last=False)
-            self._changed()
+            self._complete(key, task)
+        self._changed()
         return []
 
     # -- time -------------------------------------------------------------------------------
@@ -391,50 +524,72 @@ class MasterState:
         return self.changes >= self.config.batch_threshold or now - self.last_round >= self.config.allocation_interval
 
     def tick(self, now: float) -> list[Effect]:
-        """Rescind expired offers, then run an allocation round if one is due."""
+        """Rescind expired offers, remove silent agents and frameworks gone past their failover
+        timeout, then run an allocation round if one is due."""
         effects = self._expire_offers(now)
+        if now >= self._next_liveness_check:
+            self._next_liveness_check = now + LIVENESS_CHECK_PERIOD
+            effects.extend(self._check_liveness(now))
         if self.round_due(now):
             effects.extend(self.allocation_round(now))
         return effects
 
     def allocation_round(self, now: float) -> list[Effect]:
-        """Offer every agent's free resources, batched into one OFFERS message per framework."""
+        """Offer the free resources of the agents that changed (all of them in a full round), under the
+        current allocator policy, batched into one OFFERS message per framework."""
         self.changes = 0
         self.last_round = now
         self.rounds += 1
-        clients = [allocator.Client(f.framework_id, f.weight, f.allocated, f.seq)
-                   for f in self.frameworks.values() if not f.suppressed]
-        free = {a.agent_id: a.free for a in self.agents.values() if a.free}
 
         def filtered(framework_id: str, agent_id: str, resources: Resources) -> bool:
             """Refused only if everything on offer now was refused before (Mesos' filter semantics)."""
-            refused = self.frameworks[framework_id].filters.get(agent_id, ())
-            return any(until > now and resources <= held for until, held in refused)
+            refused = self.frameworks[framework_id].filters.get(agent_id)
+            return refused is not None and any(until > now and resources <= held for until, held in refused)
 
+        allocations = self.allocator.round(self.agents, self.frameworks, self.total, filtered, now)
         per_framework: dict[str, list[protocol.Offer]] = {}
-        for alloc in allocator.allocate(free, clients, self.total, filtered):
+        offered: dict[str, list[Resources]] = {}
+        timeout = self.config.offer_timeout
+        for alloc in allocations:
             offer = self._make_offer(alloc, now)
             agent = self.agents[alloc.agent_id]
+            offered.setdefault(alloc.framework_id, []).append(alloc.resources)
             per_framework.setdefault(alloc.framework_id, []).append(protocol.Offer(
                 offer.offer_id, offer.framework_id, agent.agent_id, agent.hostname, offer.resources,
-                dict(agent.attributes), self.config.offer_timeout))
+                dict(agent.attributes), timeout))
+        for framework_id, bundles in offered.items():  # one sum per framework, not one per offer
+            framework = self.frameworks[framework_id]
+            framework.allocated = add_all(framework.allocated, bundles)
         effects: list[Effect] = [ToFramework(fw, protocol.Offers(offers)) for fw, offers in per_framework.items()]
         if per_framework:
             effects.append(PublishEvent("allocation.round", {
-                "round": self.rounds, "offers": sum(len(o) for o in per_framework.values()),
-                "frameworks": len(per_framework), "agents": len(free)}))
+                "round": self.rounds, "offers": len(allocations), "frameworks": len(per_framework),
+                "agents": self.allocator.last_round_agents, "full": self.allocator.last_round_full,
+                "policy": self.allocator.policy.name}))
         return effects
 
-    def _make_offer(self, alloc: allocator.Allocation, now: float) -> OfferRecord:
+    # -- admin calls (operators, `bmesos admin`) ----------------------------------------------
+    def admin(self, call: allocation_admin.AdminCall, reply_to: str | None, call_id: str, now: float) -> list[Effect]:
+        """SET_ALLOCATOR / GET_ALLOCATOR / SET_ROLE / GET_ROLES, answered on ``reply_to``. A new policy
+        applies from the next round (a full one); outstanding offers stay valid, none is made twice."""
+        try:
+            reply, events = allocation_admin.apply(call, self.allocator, self.policies, self.frameworks)
+        except PolicyError as exc:
+            raise CallRefused(str(exc)) from None
+        if events:
+            self._changed()
+        return [ToFramework("", reply, reply_to, call_id), *(PublishEvent(kind, detail) for kind, detail in events)]
+
+    def _make_offer(self, alloc: Allocation, now: float) -> OfferRecord:
+        """Book an offer against its agent and framework; the caller adds it to ``framework.allocated``."""
         offer = OfferRecord(f"{self.config.master_id}-O{next(self._offer_ids)}", alloc.framework_id,
                             alloc.agent_id, alloc.resources, now + self.config.offer_timeout)
         self.offers[offer.offer_id] = offer
         agent = self.agents[alloc.agent_id]
-        agent.free = agent.free - alloc.resources
+        whole = alloc.resources is agent.free or alloc.resources == agent.free
+        agent.free = EMPTY if whole else agent.free - alloc.resources
         agent.offers.add(offer.offer_id)
-        framework = self.frameworks[alloc.framework_id]
-        framework.offers.add(offer.offer_id)
-        framework.allocated = framework.allocated + alloc.resources
+        self.frameworks[alloc.framework_id].offers.add(offer.offer_id)
         return offer
 
     def _release_offer(self, offer: OfferRecord) -> None:
@@ -442,6 +597,7 @@ class MasterState:
         agent = self.agents[offer.agent_id]
         agent.offers.discard(offer.offer_id)
         agent.free = agent.free + offer.resources
+        self.allocator.agent_changed(agent.agent_id)
         framework = self.frameworks.get(offer.framework_id)
         if framework is not None:
             framework.offers.discard(offer.offer_id)
@@ -455,6 +611,19 @@ class MasterState:
             expired.setdefault(offer.framework_id, []).append(offer.offer_id)
         return [ToFramework(fw, protocol.Rescind(ids)) for fw, ids in expired.items()]
 
+    def _check_liveness(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        silent = [a for a in self.agents.values()
+                  if self.config.max_missed_heartbeats and now - a.last_seen > self.agent_timeout(a)]
+        for agent in silent:
+            missed = (now - agent.last_seen) / (self.config.agent_ping_timeout or agent.heartbeat_interval)
+            effects.extend(self.remove_agent(agent.agent_id, f"no heartbeat for {now - agent.last_seen:.1f}s "
+                                             f"({missed:.0f} missed)", now))
+        for framework in [f for f in self.frameworks.values() if f.disconnected_at is not None
+                          and now - f.disconnected_at >= f.failover_timeout]:
+            effects.extend(self.teardown(protocol.Teardown(framework.framework_id), now))
+        return effects
+
     def _filter(self, framework: FrameworkRecord, agent_id: str, resources: Resources, until: float) -> None:
         framework.filters.setdefault(agent_id, []).append((until, resources))
         self._next_filter_expiry = min(self._next_filter_expiry, until)
@@ -465,6 +634,7 @@ class MasterState:
             for agent_id, refused in list(framework.filters.items()):
                 live = [(until, held) for until, held in refused if until > now]
                 if len(live) < len(refused):
+                    self.allocator.wake()
                     self._changed()
                 if live:
                     framework.filters[agent_id] = live

@@ -188,6 +188,67 @@ class Teardown:
     framework_id: str = id_field()
 
 
+# -- operators -> master (exchange master, routing key = type; answered on reply_to) ---------
+
+
+@message("SET_ALLOCATOR")
+@dataclass(frozen=True, slots=True)
+class SetAllocator:
+    """Switch the running master's allocator policy (takes effect at the next round)."""
+
+    policy: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@message("GET_ALLOCATOR")
+@dataclass(frozen=True, slots=True)
+class GetAllocator:
+    """Ask for the current allocator policy; answered with ALLOCATOR."""
+
+
+@message("SET_ROLE")
+@dataclass(frozen=True, slots=True)
+class SetRole:
+    """Set a role's weight and quota; an absent field keeps its current value."""
+
+    role: str
+    weight: float | None = bounded(0.001, 1e6, default=None)
+    guarantee: Resources | None = None
+    limit: Resources | None = None
+
+
+@message("GET_ROLES")
+@dataclass(frozen=True, slots=True)
+class GetRoles:
+    """Ask for every known role (configured, or used by a framework); answered with ROLES."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoleInfo:
+    role: str
+    weight: float = 1.0
+    guarantee: Resources = field(default_factory=Resources)
+    limit: Resources = field(default_factory=Resources)
+    allocated: Resources = field(default_factory=Resources)
+    frameworks: list[str] = id_field(default_factory=list)
+
+
+@message("ALLOCATOR")
+@dataclass(frozen=True, slots=True)
+class AllocatorInfo:
+    """The master's allocator policy, its parameters, and every policy it can switch to."""
+
+    policy: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    policies: list[str] = field(default_factory=list)
+
+
+@message("ROLES")
+@dataclass(frozen=True, slots=True)
+class Roles:
+    roles: list[RoleInfo] = field(default_factory=list)
+
+
 # -- master -> framework (exchange offers, routing key = framework id; or the caller's reply_to) --
 
 
@@ -266,3 +327,4 @@ class ClusterEvent:
 
 FRAMEWORK_CALLS: tuple[type, ...] = (Subscribe, Accept, Decline, Kill, Revive, Suppress, Reconcile, Teardown)
 AGENT_MESSAGES: tuple[type, ...] = (Register, Heartbeat)
+ADMIN_CALLS: tuple[type, ...] = (SetAllocator, GetAllocator, SetRole, GetRoles)

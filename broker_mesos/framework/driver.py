@@ -9,8 +9,13 @@ What it promises:
   methods return that id, which the master echoes in an ERROR if it refuses the call.
 * Calls are thread-safe: from another thread they are marshalled onto the loop; no call waits for a
   reply, so a scheduler can launch thousands of tasks per ACCEPT without round trips.
-* Status updates reach ``status_update`` once each (deduplicated by ``TaskStatus.uuid``; UPDATE answers
-  to RECONCILE are always delivered); deliveries are acked only after the callback returned.
+* Status updates reach ``status_update`` once each (deduplicated by ``TaskStatus.uuid``), and at most
+  one terminal update per task (a LOST from the master is not followed by the agent's KILLED when a
+  removed agent comes back); UPDATE answers to RECONCILE are always delivered. Deliveries are acked
+  only after the callback returned.
+* Master failover is handled here: the driver follows ``master.elected`` events (and ERRORs saying the
+  framework is unknown) and re-SUBSCRIBEs; the scheduler sees ``reregistered`` once, and
+  ``offer_rescinded`` for offers the old master made (they died with it).
 """
 
 from __future__ import annotations
@@ -36,7 +41,10 @@ log = logging.getLogger(__name__)
 
 DEDUP_CAPACITY = 100_000
 DISCONNECT_CHECK_INTERVAL = 0.5
+RESUBSCRIBE_MIN_INTERVAL = 1.0  # seconds: an unknown-framework ERROR re-SUBSCRIBEs at most this often
 _NOT_ID = re.compile(r"[^A-Za-z0-9_-]+")
+MASTER_ELECTED = "master.elected"  # the event kind a new active master publishes on `events`
+UNKNOWN_FRAMEWORK = "is not subscribed"  # in the ERROR a master sends for calls of a framework it lacks
 
 
 class RecentIds:
@@ -130,6 +138,11 @@ class SchedulerDriver:
         self._offers_queue, self._status_queue = topology.framework_queues(self.framework_id)
         self._reply_to = self._offers_queue.name
         self._seen_updates = RecentIds()
+        self._terminal_tasks = RecentIds()
+        self._master_events = topology.monitor_queue(MASTER_ELECTED, topology.EVENTS)
+        self.master_id: str | None = None
+        self._outstanding: set[str] = set()  # offer ids received and not yet answered or rescinded
+        self._last_resubscribe = float("-inf")
         self._loop_thread: int | None = None
         self._thread: threading.Thread | None = None
         self._loop_started = threading.Event()
@@ -145,6 +158,7 @@ class SchedulerDriver:
         self._loop_started.set()
         self.bus.consume(self._offers_queue, self._on_event)
         self.bus.consume(self._status_queue, self._on_status)
+        self.bus.consume(self._master_events, self._on_master_event)
         self.bus.on_ready(self._on_ready)
         self.bus.call_every(DISCONNECT_CHECK_INTERVAL, self._check_connection)
         log.info("framework=%s name=%s starting", self.framework_id, self.name)
@@ -183,6 +197,8 @@ class SchedulerDriver:
 
     # -- calls (thread-safe; each returns the call id the master echoes in an ERROR) ----------
     def accept(self, offer_ids: Iterable[str], tasks: Iterable[TaskInfo], refuse_seconds: float = 0.0) -> str:
+        offer_ids = list(offer_ids)
+        self._on_loop(lambda: self._outstanding.difference_update(offer_ids))
         return self._call(protocol.Accept(self.framework_id, list(offer_ids), list(tasks), float(refuse_seconds)))
 
     def launch(self, offer: Offer, tasks: Iterable[TaskInfo], refuse_seconds: float = 0.0) -> str:
@@ -190,6 +206,8 @@ class SchedulerDriver:
         return self.accept([offer.offer_id], tasks, refuse_seconds)
 
     def decline(self, offer_ids: Iterable[str], refuse_seconds: float = protocol.DEFAULT_REFUSE_SECONDS) -> str:
+        offer_ids = list(offer_ids)
+        self._on_loop(lambda: self._outstanding.difference_update(offer_ids))
         return self._call(protocol.Decline(self.framework_id, list(offer_ids), float(refuse_seconds)))
 
     def kill(self, task_id: str) -> str:
@@ -227,9 +245,38 @@ class SchedulerDriver:
     # -- loop side ----------------------------------------------------------------------------
     def _on_ready(self) -> None:
         self._was_ready = True
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        self._last_resubscribe = time.monotonic()
         self._call(protocol.Subscribe(self.framework_id, self.name, self.role, self.weight,
                                       failover_timeout=self.failover_timeout))
         log.info("framework=%s subscribing", self.framework_id)
+
+    def _on_master_event(self, delivery: Delivery) -> None:
+        env = self._decode(delivery)
+        if env is None:
+            return
+        if isinstance(env.body, protocol.ClusterEvent) and env.body.kind == MASTER_ELECTED:
+            master_id = str(env.body.detail.get("master_id", ""))
+            if self.master_id is not None and master_id and master_id != self.master_id:
+                log.info("framework=%s master %s elected (was %s): re-subscribing", self.framework_id, master_id,
+                         self.master_id)
+                self._subscribe()
+        self.bus.ack(delivery)
+
+    def _on_subscribed(self, master_id: str) -> None:
+        previous, self.master_id = self.master_id, master_id
+        self.subscribed = True
+        log.info("framework=%s subscribed master=%s", self.framework_id, master_id or "?")
+        if previous is None or previous == master_id:
+            self._callback("registered", self, self.framework_id)
+            return
+        stale = sorted(o for o in self._outstanding if not o.startswith(f"{master_id}-"))
+        self._outstanding.difference_update(stale)
+        for offer_id in stale:  # made by the old master: gone with it
+            self._callback("offer_rescinded", self, offer_id)
+        self._callback("reregistered", self, master_id)
 
     def _check_connection(self) -> None:
         if self._was_ready and not self.bus.ready and not self._stopped:
@@ -259,20 +306,23 @@ class SchedulerDriver:
             return
         body = env.body
         if isinstance(body, protocol.Offers):
+            self._outstanding.update(o.offer_id for o in body.offers)
             self._callback("resource_offers", self, list(body.offers))
         elif isinstance(body, protocol.Rescind):
             for offer_id in body.offer_ids:
+                self._outstanding.discard(offer_id)
                 self._callback("offer_rescinded", self, offer_id)
         elif isinstance(body, protocol.Subscribed):
-            self.subscribed = True
-            log.info("framework=%s subscribed master=%s", self.framework_id, body.master_id or "?")
-            self._callback("registered", self, self.framework_id)
+            self._on_subscribed(body.master_id)
         elif isinstance(body, protocol.Update):
             for status in body.updates:  # answers to RECONCILE: delivered even if seen before
                 self._callback("status_update", self, status)
         elif isinstance(body, protocol.Error):
             log.warning("framework=%s call=%s id=%s refused: %s", self.framework_id, body.call_type,
                         body.call_id, body.message)
+            if UNKNOWN_FRAMEWORK in body.message and \
+                    time.monotonic() - self._last_resubscribe >= RESUBSCRIBE_MIN_INTERVAL:
+                self._subscribe()  # a master that does not know us (it lost us, or we it): subscribe again
             self._callback("call_refused", self, body)
         else:
             reason = f"unexpected {env.type} on a framework's offers queue"
@@ -296,5 +346,9 @@ class SchedulerDriver:
     def _deliver_updates(self, updates: Iterable[TaskStatus]) -> None:
         for status in updates:
             if self._seen_updates.seen(status.uuid):
+                continue
+            if status.state.terminal and self._terminal_tasks.seen(status.task_id):
+                log.info("framework=%s task=%s already ended; ignoring its later %s", self.framework_id,
+                         status.task_id, status.state.value)
                 continue
             self._callback("status_update", self, status)

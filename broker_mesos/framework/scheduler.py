@@ -22,6 +22,9 @@ class Scheduler:
     def registered(self, driver: SchedulerDriver, framework_id: str) -> None:
         """The master confirmed SUBSCRIBE. Called again after every reconnect (re-SUBSCRIBE)."""
 
+    def reregistered(self, driver: SchedulerDriver, master_id: str) -> None:
+        """A new master took over (failover) and confirmed the re-SUBSCRIBE; tasks kept running."""
+
     def resource_offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
         """New offers: answer each with ``accept``/``launch`` or ``decline``, or let it expire."""
 

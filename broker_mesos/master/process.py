@@ -4,6 +4,13 @@ It consumes three quorum queues (agent reports, framework calls, status updates)
 rounds on a timer and when a batch of changes has built up, and turns effects into publishes. A message
 that cannot be decoded, or that the master refuses, never stops it: bad messages are dead-lettered with
 the reason, refused calls answered with ERROR to the caller.
+
+Fault tolerance (docs/fault-tolerance.md): any number of masters run; only the one holding the lease
+(``election.Lease``) consumes. On taking over it loads the registry snapshot (``registry``), then the
+agents' heartbeats and the frameworks' re-SUBSCRIBEs fill in the rest. A delivery that changed state
+is acked only once a snapshot containing the change is confirmed by the broker, so whatever a dead
+master had not persisted is redelivered to its successor. Whenever the connection (and so the lease)
+is lost, the master drops its state and unconfirmed publishes, and rebuilds from the registry.
 """
 
 from __future__ import annotations
@@ -27,11 +34,18 @@ from broker_mesos.core.master import (
     ToAgent,
     ToFramework,
 )
+from broker_mesos.master import registry
+from broker_mesos.master.allocators import load_policies
+from broker_mesos.master.election import Lease
 
 log = logging.getLogger(__name__)
 
 TICK_FRACTION = 0.2
 MIN_TICK = 0.01
+REGISTRY_INTERVAL = 0.05  # seconds between snapshots (when something changed): bounds ack latency
+MAX_UNPERSISTED = 100  # write a snapshot early once this many state-changing deliveries wait for it
+FRAMEWORK_CHECK_INTERVAL = 1.0  # seconds between checks of each framework's offers-queue consumers
+FRAMEWORK_RECONNECT_GRACE = 10.0  # after taking over, frameworks get this long to reconnect first
 
 
 class MasterProcess:
@@ -40,16 +54,28 @@ class MasterProcess:
     def __init__(self, broker_url: str, config: MasterConfig, *, connect_timeout: float = 15.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        self.state = MasterState(config)
+        self.policies = load_policies()
+        self.state = MasterState(config, self.policies)
         self.clock = clock
-        self.bus = Bus(broker_url, f"master-{config.master_id}", connect_timeout=connect_timeout)
-        self._announced = False
+        self.bus = Bus(broker_url, f"master-{config.master_id}", connect_timeout=connect_timeout,
+                       resend_after_reconnect=False)
+        self.active = False
+        self.active_since = 0.0
+        self.lease = Lease(self.bus, config.master_id, self._drop_state, self._take_over)
+        self._unpersisted: list[Delivery] = []  # state-changing deliveries waiting for a snapshot
+        self._dirty = False
+        self._seen_consuming: set[str] = set()
+        self.bus.declare(topology.master_registry_queue())
+        self.bus.before_consume(self.lease.gate)
         queues = {q.name: q for q in topology.master_queues()}
         self.bus.consume(queues[topology.MASTER_AGENTS_QUEUE], self._on_agent_message)
         self.bus.consume(queues[topology.MASTER_CALLS_QUEUE], self._on_call)
         self.bus.consume(queues[topology.MASTER_STATUS_QUEUE], self._on_status)
         self.bus.on_ready(self._on_ready)
         self.bus.call_every(max(MIN_TICK, config.allocation_interval * TICK_FRACTION), self._tick)
+        self.bus.call_every(REGISTRY_INTERVAL, self._persist)
+        self.bus.call_every(FRAMEWORK_CHECK_INTERVAL, self._check_frameworks)
+        self._changed_now = True
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
@@ -63,11 +89,90 @@ class MasterProcess:
             signal.signal(sig, lambda *_: self.bus.call_threadsafe(self.stop))
 
     def _on_ready(self) -> None:
-        if not self._announced:
-            self._announced = True
-            log.info("master %s serving (allocation interval %.3fs, offer timeout %.1fs)", self.config.master_id,
-                     self.config.allocation_interval, self.config.offer_timeout)
+        self.active = True
+        self.active_since = self.clock()
+        log.info("master %s serving (allocation interval %.3fs, offer timeout %.1fs)", self.config.master_id,
+                 self.config.allocation_interval, self.config.offer_timeout)
         self._perform([PublishEvent("master.elected", {"master_id": self.config.master_id})])
+
+    # -- election and registry --------------------------------------------------------------
+    def _drop_state(self) -> None:
+        """The lease is gone with the connection: forget everything, the registry is the truth now."""
+        self.active = False
+        self.state = MasterState(self.config, self.policies)
+        self._unpersisted.clear()  # their deliveries died with the channel and will be redelivered
+        self._dirty = False
+        self._seen_consuming = set()
+
+    def _take_over(self, done: Callable[[], None]) -> None:
+        """Holding the lease: load the latest snapshot, persist it as ours, then start consuming."""
+        generation = self.bus.generation
+
+        def got(delivery: Delivery | None) -> None:
+            if generation != self.bus.generation:
+                return
+            if delivery is not None:
+                try:
+                    writer, self._seen_consuming = registry.restore(self.state, delivery.body, self.clock())
+                    log.info("master %s restored the registry written by %s: %s", self.config.master_id, writer,
+                             self.state.snapshot())
+                except registry.RegistryError as exc:
+                    log.error("master %s ignores the registry: %s", self.config.master_id, exc)
+            self._dirty = True
+            self._persist()
+            if delivery is not None:
+                self.bus.ack(delivery)  # after our own snapshot is confirmed: the registry is never empty
+            done()
+
+        self.bus.get(topology.MASTER_REGISTRY_QUEUE, got)
+
+    def _persist(self) -> None:
+        """Write a snapshot if state changed, then release the deliveries it covers (acked on confirm)."""
+        if not self.lease.held:
+            return
+        if self._dirty:
+            self._dirty = False
+            body = registry.snapshot(self.state, self.config.master_id, self._seen_consuming)
+            self.bus.publish("", topology.MASTER_REGISTRY_QUEUE, body)
+        pending, self._unpersisted = self._unpersisted, []
+        for delivery in pending:
+            self.bus.ack(delivery)
+
+    def _done(self, delivery: Delivery, changed: bool = True) -> None:
+        """A delivery is applied: ack it now if it changed nothing, else once a snapshot holds it."""
+        if not changed:
+            self.bus.ack(delivery)
+            return
+        self._dirty = True
+        self._unpersisted.append(delivery)
+        if len(self._unpersisted) >= MAX_UNPERSISTED:
+            self._persist()
+
+    def _check_frameworks(self) -> None:
+        """A framework whose offers queue has no consumer any more has lost its scheduler (no traffic
+        needed: a passive declare per framework). Only frameworks seen consuming can be lost this way."""
+        if not self.active:
+            return
+        generation = self.bus.generation
+        for framework_id in list(self.state.frameworks):
+            def counted(count: int | None, framework_id: str = framework_id) -> None:
+                if generation != self.bus.generation or not self.active:
+                    return
+                log.debug("framework=%s offers queue consumers: %s", framework_id, count)
+                now = self.clock()
+                if count:
+                    if framework_id not in self._seen_consuming:
+                        self._seen_consuming.add(framework_id)
+                        self._dirty = True
+                    self.state.framework_connected(framework_id, now)
+                elif framework_id in self._seen_consuming and now - self.active_since >= FRAMEWORK_RECONNECT_GRACE:
+                    effects = self.state.framework_disconnected(framework_id, now)
+                    if effects:
+                        log.info("framework=%s disconnected (no consumer on its offers queue)", framework_id)
+                        self._dirty = True
+                        self._perform(effects)
+
+            self.bus.queue_consumers(topology.offers_queue_name(framework_id), counted)
 
     # -- inputs -----------------------------------------------------------------------------
     def _decode(self, delivery: Delivery, allowed: tuple[type, ...]) -> codec.Envelope | None:
@@ -93,13 +198,25 @@ class MasterProcess:
         envelope = self._decode(delivery, protocol.AGENT_MESSAGES)
         if envelope is None:
             return
-        self._apply(delivery, envelope, lambda now: self.state.agent_info(envelope.body, now))
+        agent = self.state.agents.get(envelope.body.agent_id)
+        before = (agent is not None, len(agent.tasks) if agent else 0, agent.total if agent else None)
+
+        def apply(now: float) -> list[Effect]:
+            effects = self.state.agent_info(envelope.body, now)
+            after = self.state.agents[envelope.body.agent_id]
+            self._changed_now = before != (True, len(after.tasks), after.total)
+            return effects
+
+        self._apply(delivery, envelope, apply)
 
     def _on_call(self, delivery: Delivery) -> None:
-        envelope = self._decode(delivery, protocol.FRAMEWORK_CALLS)
+        envelope = self._decode(delivery, protocol.FRAMEWORK_CALLS + protocol.ADMIN_CALLS)
         if envelope is None:
             return
         call, reply_to, now = envelope.body, delivery.properties.reply_to, self.clock()
+        if isinstance(call, protocol.ADMIN_CALLS):
+            self._on_admin_call(delivery, envelope, reply_to, now)
+            return
         handlers: dict[type, Callable[[float], list[Effect]]] = {
             protocol.Subscribe: lambda now: self.state.subscribe(call, reply_to, envelope.id, now),
             protocol.Accept: lambda now: self.state.accept(call, now),
@@ -116,7 +233,7 @@ class MasterProcess:
             log.info("refused %s from framework=%s: %s", envelope.type, call.framework_id, exc.reason)
             error = protocol.Error(exc.reason, envelope.type, envelope.id)
             self._perform([ToFramework(call.framework_id, error, reply_to, envelope.id)])
-            self.bus.ack(delivery)
+            self._done(delivery)
             return
         except Exception as exc:  # a bug must not take the master down; the message says which
             log.exception("internal error applying %s", envelope.type)
@@ -126,7 +243,27 @@ class MasterProcess:
             log.debug("framework=%s launched %d tasks", call.framework_id, len(call.tasks))
         self._perform(effects)
         self._maybe_round()
-        self.bus.ack(delivery)
+        self._done(delivery)
+
+    def _on_admin_call(self, delivery: Delivery, envelope: codec.Envelope, reply_to: str | None, now: float) -> None:
+        """An operator's call (``bmesos admin``): answered on reply_to, refused with ERROR, never fatal."""
+        try:
+            effects = self.state.admin(envelope.body, reply_to, envelope.id, now)
+        except CallRefused as exc:
+            log.info("refused %s id=%s: %s", envelope.type, envelope.id, exc.reason)
+            self._perform([ToFramework("", protocol.Error(exc.reason, envelope.type, envelope.id), reply_to,
+                                       envelope.id)])
+            self._done(delivery, changed=False)
+            return
+        except Exception as exc:  # a bug must not take the master down; the message says which
+            log.exception("internal error applying %s", envelope.type)
+            self._reject(delivery, f"internal error: {exc.__class__.__name__}: {exc}", envelope.type, envelope.id)
+            return
+        for effect in effects:
+            if isinstance(effect, PublishEvent):
+                log.info("%s %s", effect.kind, " ".join(f"{k}={v}" for k, v in sorted(effect.detail.items())))
+        self._perform(effects)
+        self._done(delivery, changed=any(isinstance(e, PublishEvent) for e in effects))
 
     def _on_status(self, delivery: Delivery) -> None:
         envelope = self._decode(delivery, (protocol.Status,))
@@ -142,6 +279,7 @@ class MasterProcess:
         self._apply(delivery, envelope, apply)
 
     def _apply(self, delivery: Delivery, envelope: codec.Envelope, fn: Callable[[float], list[Effect]]) -> None:
+        self._changed_now = True
         try:
             effects = fn(self.clock())
         except Exception as exc:
@@ -150,12 +288,17 @@ class MasterProcess:
             return
         self._perform(effects)
         self._maybe_round()
-        self.bus.ack(delivery)
+        self._done(delivery, self._changed_now)
 
     # -- time -------------------------------------------------------------------------------
     def _tick(self) -> None:
+        if not self.active or not self.bus.ready:
+            return
         started = time.perf_counter()
         effects = self.state.tick(self.clock())
+        if any(not isinstance(e, ToFramework) and not (isinstance(e, PublishEvent) and e.kind == "allocation.round")
+               for e in effects):
+            self._dirty = True  # agents removed, frameworks past their failover timeout: persist that
         if effects:
             self._perform(effects)
             log.debug("tick: %d effects in %.1f ms", len(effects), (time.perf_counter() - started) * 1000)
@@ -178,6 +321,8 @@ class MasterProcess:
                 self.bus.publish(topology.STATUS, topology.status_key(status.framework_id, status.agent_id,
                                                                        status.state), body)
             elif isinstance(effect, PublishEvent):
+                if effect.kind != "allocation.round":
+                    log.info("event %s %s", effect.kind, " ".join(f"{k}={v}" for k, v in effect.detail.items()))
                 body = codec.encode(protocol.ClusterEvent(effect.kind, effect.detail), now)
                 self.bus.publish(topology.EVENTS, effect.kind, body, persistent=False)
 

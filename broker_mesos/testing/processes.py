@@ -82,6 +82,27 @@ class ProcessGroup:
                 proc.popen.wait(grace)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self.kill_agent_tasks()
+
+    def kill_agent_tasks(self) -> int:
+        """SIGKILL the tasks of every agent this group started: a stopped agent leaves its tasks running
+        (for the next agent process to re-attach), so a test must end them itself."""
+        from broker_mesos.agent.checkpoint import kill_checkpointed_tasks
+
+        return sum(kill_checkpointed_tasks(work_dir) for work_dir in self.agent_work_dirs())
+
+    def agent_work_dirs(self) -> set[Path]:
+        from broker_mesos.agent.detect import default_agent_id
+
+        dirs = set()
+        for proc in self.procs:
+            args = list(proc.popen.args)  # type: ignore[arg-type]
+            if "agent" not in args:
+                continue
+            option = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--work-dir", "--id")}
+            dirs.add(Path(option["--work-dir"]) if "--work-dir" in option
+                     else Path.cwd() / ".bmesos" / f"agent-{option.get('--id') or default_agent_id()}")
+        return dirs
 
     def dump(self) -> str:
         """Every child's output, for a failing test's report."""

@@ -5,6 +5,7 @@
 * ``procs``: a ``ProcessGroup`` whose children are stopped after the test; their output is printed
   when the test fails.
 * ``rabbit_node_factory``: start further nodes (fault tests); each is stopped at the end.
+* ``rabbit_cluster``: a three-node RabbitMQ cluster on this machine, stopped after the test.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from broker_mesos.testing.processes import ProcessGroup
-from broker_mesos.testing.rabbit import RabbitNode
+from broker_mesos.testing.rabbit import RabbitCluster, RabbitNode
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +39,16 @@ def rabbit_node_factory(tmp_path: Path) -> Iterator[Callable[..., RabbitNode]]:
     yield make
     for node in nodes:
         node.kill()
+
+
+@pytest.fixture
+def rabbit_cluster(tmp_path: Path) -> Iterator[RabbitCluster]:
+    cluster = RabbitCluster(tmp_path / "cluster", size=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

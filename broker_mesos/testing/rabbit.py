@@ -4,6 +4,10 @@
 down, ``kill()`` SIGKILLs it (for fault tests) and ``start()`` again brings it back on the same ports
 and data. The node boots with a pool of vhosts (``t0``...) so every test gets a fresh, isolated one
 without paying for ``rabbitmqctl`` calls.
+
+``RabbitCluster(dir, size=3).start()`` runs several such nodes on this machine that share an Erlang
+cookie and join the first one (``rabbitmqctl join_cluster``); ``url(vhost)`` lists every node,
+comma-separated, which is what ``Bus`` accepts to fail over between them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from pathlib import Path
 from broker_mesos.testing.wait import wait_for
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+CLUSTER_COOKIE = "BMESOSTESTCLUSTERCOOKIE"
 BOOT_TIMEOUT = 90.0
 VHOST_POOL = 100
 
@@ -37,8 +43,10 @@ def rabbitmq_available() -> bool:
 class RabbitNode:
     """One RabbitMQ node under ``base_dir``, reachable at ``url(vhost)``."""
 
-    def __init__(self, base_dir: str | os.PathLike[str], name: str | None = None, vhosts: int = VHOST_POOL) -> None:
+    def __init__(self, base_dir: str | os.PathLike[str], name: str | None = None, vhosts: int = VHOST_POOL,
+                 cookie: str | None = None) -> None:
         self.base_dir = Path(base_dir)
+        self.cookie = cookie
         self.name = name or f"bmesos{os.getpid()}x{free_port()}"
         self.port = free_port()
         self.dist_port = free_port()
@@ -80,6 +88,11 @@ class RabbitNode:
             "disk_free_limit.absolute = 50MB\n")
         (self.base_dir / "enabled_plugins").write_text("[].\n")
         (self.base_dir / "env.conf").write_text("")
+        if self.cookie is not None:
+            cookie = self.base_dir / ".erlang.cookie"
+            if not cookie.exists():
+                cookie.write_text(self.cookie)
+                cookie.chmod(0o400)
         return {
             **os.environ,
             "HOME": str(self.base_dir),
@@ -143,11 +156,62 @@ class RabbitNode:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
+    def ctl(self, *args: str, timeout: float = 60.0) -> str:
+        """Run ``rabbitmqctl -n <this node> ARGS`` (with this node's cookie) and return its output."""
+        env = {**os.environ, "HOME": str(self.base_dir), "RABBITMQ_CONF_ENV_FILE": str(self.base_dir / "env.conf")}
+        done = subprocess.run([RABBITMQCTL, "-n", self.node, *args], env=env, capture_output=True, timeout=timeout,
+                              check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {self.node} failed: "
+                               f"{done.stdout.decode(errors='replace')}{done.stderr.decode(errors='replace')}")
+        return done.stdout.decode(errors="replace")
+
     def __enter__(self) -> RabbitNode:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RabbitCluster:
+    """``size`` RabbitMQ nodes on this machine forming one cluster (quorum queues replicate across them)."""
+
+    def __init__(self, base_dir: str | os.PathLike[str], size: int = 3, vhosts: int = 4) -> None:
+        base = Path(base_dir)
+        stem = f"bmc{os.getpid()}x{free_port()}"
+        self.nodes = [RabbitNode(base / f"node{i}", f"{stem}n{i}", vhosts, cookie=CLUSTER_COOKIE)
+                      for i in range(size)]
+        self._next_vhost = 0
+
+    def start(self) -> RabbitCluster:
+        """Boot every node, then join the others to the first one."""
+        first, *others = self.nodes
+        first.start()
+        for node in others:
+            node.start()
+            node.ctl("stop_app")
+            node.ctl("reset")
+            node.ctl("join_cluster", first.node)
+            node.ctl("start_app")
+            wait_for(node._accepts_amqp, BOOT_TIMEOUT, f"{node.node} to serve after joining the cluster")
+        running = first.ctl("cluster_status", "--formatter", "json")
+        missing = [n.node for n in self.nodes if n.node not in json.loads(running).get("running_nodes", [])]
+        if missing:
+            raise RuntimeError(f"nodes {missing} did not join the cluster: {running}")
+        return self
+
+    def fresh_vhost(self) -> str:
+        vhost = self.nodes[0].vhosts[self._next_vhost]
+        self._next_vhost += 1
+        return vhost
+
+    def url(self, vhost: str = "/") -> str:
+        """Every node's URL, comma-separated (what ``--broker`` and ``Bus`` accept)."""
+        return ",".join(node.url(vhost) for node in self.nodes)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.kill()
 
 
 def wait_closed(port: int, timeout: float = 10.0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import msgpack
 import pika
 import pytest
 
+from broker_mesos.agent.checkpoint import kill_checkpointed_tasks
 from broker_mesos.bus import topology
 from broker_mesos.core import codec
 from broker_mesos.core.protocol import (
@@ -105,9 +107,13 @@ def master(broker_url: str) -> Iterator[FakeMaster]:
     m.close()
 
 
-def start_agent(procs: ProcessGroup, broker_url: str, work_dir: Path, agent_id: str, *args: str) -> Proc:
-    proc = procs.bmesos(f"agent-{agent_id}", "agent", "--broker", broker_url, "--id", agent_id,
-                        "--resources", RESOURCES, "--work-dir", str(work_dir), *args)
+def start_agent(procs: ProcessGroup, broker_url: str, work_dir: Path, agent_id: str, *args: str,
+                kill_on_stop: bool = True) -> Proc:
+    """An agent that kills its tasks when the test's teardown stops it (unless ``kill_on_stop=False``:
+    then the test must clean up with ``kill_checkpointed_tasks``)."""
+    extra = ("--kill-on-stop",) if kill_on_stop else ()
+    proc = procs.bmesos(f"agent-{agent_id}-{len(procs.procs)}", "agent", "--broker", broker_url, "--id", agent_id,
+                        "--resources", RESOURCES, "--work-dir", str(work_dir), *extra, *args)
     proc.wait_output(rf"agent {agent_id} registered with", timeout=20)
     return proc
 
@@ -192,7 +198,7 @@ def test_kill_task_and_kill_grace(procs: ProcessGroup, broker_url: str, master: 
     master.send("a2", KillTasks(FW, ["t-stubborn"]))
     stubborn = master.wait_state("t-stubborn", TaskState.KILLED, timeout=10).update
     assert stubborn.exit_code == 128 + signal.SIGKILL
-    proc.wait_output(r"task=t-stubborn outlived its kill grace")
+    proc.wait_output(r"task=t-stubborn framework=fw1 outlived its kill grace")
 
 
 def test_noop_executor_batches_and_ignores_redelivery(procs: ProcessGroup, broker_url: str, master: FakeMaster,
@@ -245,9 +251,9 @@ def test_malformed_messages_are_dead_lettered(procs: ProcessGroup, broker_url: s
     master.wait_state("after", TaskState.FINISHED)
 
 
-def test_sigterm_kills_tasks_and_exits_zero(procs: ProcessGroup, broker_url: str, master: FakeMaster,
-                                            tmp_path: Path) -> None:
-    proc = start_agent(procs, broker_url, tmp_path / "work", "a5")
+def test_sigterm_with_kill_on_stop_kills_tasks_and_exits_zero(procs: ProcessGroup, broker_url: str,
+                                                              master: FakeMaster, tmp_path: Path) -> None:
+    proc = start_agent(procs, broker_url, tmp_path / "work", "a5", kill_on_stop=True)
     master.send("a5", RunTasks(FW, [shell("t-long", "sleep 30")]))
     master.wait_state("t-long", TaskState.RUNNING)
     proc.signal(signal.SIGTERM)
@@ -333,3 +339,136 @@ def test_reregisters_and_reports_across_a_broker_restart(
     wait_for(lambda: drain(ch, "test.status", seen) or any(u.state is TaskState.FINISHED for u in seen), 30,
              "t-during's FINISHED, published after the reconnect")
     assert proc.alive()
+
+
+def test_same_task_id_in_two_frameworks(procs: ProcessGroup, broker_url: str, master: FakeMaster,
+                                        tmp_path: Path) -> None:
+    """Task ids are unique per framework only: two ``bmesos run``s both launch ``run-0``."""
+    work = tmp_path / "work"
+    start_agent(procs, broker_url, work, "a9", "--heartbeat-interval", "0.2")
+    master.send("a9", RunTasks("fw-a", [shell("run-0", "echo $BMESOS_FRAMEWORK_ID"), shell("svc", "sleep 30")]))
+    master.send("a9", RunTasks("fw-b", [shell("run-0", "echo $BMESOS_FRAMEWORK_ID; exit 4"),
+                                        shell("svc", "sleep 30")]))
+
+    def final(fw: str, task_id: str) -> TaskStatus:
+        def found() -> TaskStatus | None:
+            master.poll()
+            return next((r.update for r in master.statuses if r.update.framework_id == fw
+                         and r.update.task_id == task_id and r.update.state.terminal), None)
+
+        return wait_for(found, 15, f"{fw}/{task_id} to end")
+
+    assert final("fw-a", "run-0").state is TaskState.FINISHED
+    b = final("fw-b", "run-0")
+    assert (b.state, b.exit_code) == (TaskState.FAILED, 4)
+    for fw in ("fw-a", "fw-b"):
+        assert (work / "frameworks" / fw / "tasks" / "run-0" / "stdout").read_text() == f"{fw}\n"
+
+    hb = master.wait_agent_message(Heartbeat, lambda b: len(b.tasks) == 2)
+    assert sorted((t.framework_id, t.task_id) for t in hb.tasks) == [("fw-a", "svc"), ("fw-b", "svc")]
+    master.send("a9", KillTasks("fw-b", ["svc"]))
+    assert final("fw-b", "svc").state is TaskState.KILLED
+    hb = master.wait_agent_message(Heartbeat, lambda b: len(b.tasks) == 1)
+    assert [(t.framework_id, t.task_id) for t in hb.tasks] == [("fw-a", "svc")]
+
+
+def until_go(code: int) -> str:
+    """A task that runs until the file ``go`` appears in its sandbox, then exits with ``code``."""
+    return f"while [ ! -e go ]; do sleep 0.05; done; exit {code}"
+
+
+def test_stopped_agent_leaves_tasks_running_and_its_restart_takes_them_back(
+        procs: ProcessGroup, broker_url: str, master: FakeMaster, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    sandbox = work / "frameworks" / FW / "tasks"
+    try:
+        first = start_agent(procs, broker_url, work, "a10", "--heartbeat-interval", "0.2", kill_on_stop=False)
+        master.send("a10", RunTasks(FW, [shell("t-long", until_go(7)), shell("t-gone", until_go(5)),
+                                         shell("t-killed", "sleep 300")]))
+        for task_id in ("t-long", "t-gone", "t-killed"):
+            master.wait_state(task_id, TaskState.RUNNING)
+        first.signal(signal.SIGTERM)
+        assert first.wait(timeout=15) == 0
+        first.wait_output(r"agent a10 stopping; leaving 3 task\(s\) running")
+
+        # while it is down: one task ends on its own, another dies with its supervisor (SIGKILL to the group)
+        (sandbox / "t-gone" / "go").touch()
+        meta = work / "meta" / "frameworks" / FW / "tasks"
+        wait_for(lambda: (meta / "t-gone" / "exit_status").exists(), 10, "t-gone's supervisor to record its exit")
+        os.killpg(int((meta / "t-killed" / "pid").read_text().split()[0]), signal.SIGKILL)
+        assert master.states("t-gone") == [TaskState.STARTING, TaskState.RUNNING]
+
+        second = start_agent(procs, broker_url, work, "a10", "--heartbeat-interval", "0.2", kill_on_stop=False)
+        second.wait_output(r"1 task\(s\) re-attached, 2 ended while it was down")
+        master.wait_agent_message(Register, lambda b: len(b.tasks) == 1)
+        registers = [b for _k, b in master.agent_msgs if isinstance(b, Register)]
+        assert [sorted(t.task_id for t in r.tasks) for r in registers] == [[], ["t-long"]]
+        assert registers[1].tasks[0].state is TaskState.RUNNING
+        gone = master.wait_state("t-gone", TaskState.FAILED).update
+        assert (gone.exit_code, gone.message) == (5, "exited with 5")
+        killed = master.wait_state("t-killed", TaskState.FAILED).update
+        assert killed.exit_code is None and killed.reason == "REASON_EXECUTOR_TERMINATED"
+
+        master.send("a10", RunTasks(FW, [shell("t-long", "true"), shell("t-gone", "true")]))  # redeliveries
+        second.wait_output(r"task=t-gone framework=fw1 already known; ignored")
+        (sandbox / "t-long" / "go").touch()
+        long_ = master.wait_state("t-long", TaskState.FAILED).update
+        assert long_.exit_code == 7
+        for task_id in ("t-long", "t-gone", "t-killed"):
+            states = master.states(task_id)
+            assert states[:2] == [TaskState.STARTING, TaskState.RUNNING] and len(states) == 3, states
+        uuids = [r.update.uuid for r in master.statuses]
+        assert len(uuids) == len(set(uuids))
+    finally:
+        kill_checkpointed_tasks(work)
+
+
+def test_updates_journaled_while_the_broker_is_down_survive_an_agent_crash(
+        procs: ProcessGroup, rabbit_node_factory: Callable[..., RabbitNode], tmp_path: Path) -> None:
+    """A FINISHED the broker never confirmed (it was down) and whose agent was then SIGKILLed is
+    published by the restarted agent."""
+    node = rabbit_node_factory(vhosts=1)
+    url = node.url("t0")
+    work = tmp_path / "work"
+
+    def test_queue() -> Any:
+        ch = pika.BlockingConnection(pika.URLParameters(url)).channel()
+        for ex in topology.EXCHANGES:
+            ch.exchange_declare(ex.name, ex.type, durable=True)
+        ch.queue_declare("test.status", durable=True, arguments=dict(topology.QUORUM))
+        ch.queue_bind("test.status", topology.STATUS, routing_key="#")
+        return ch
+
+    def drain(ch: Any, into: list[TaskStatus]) -> list[TaskStatus]:
+        while True:
+            method, _props, body = ch.basic_get("test.status", auto_ack=True)
+            if method is None:
+                return into
+            into.extend(codec.decode(body).body.updates)
+
+    ch = test_queue()
+    seen: list[TaskStatus] = []
+    try:
+        first = start_agent(procs, url, work, "a11", kill_on_stop=False)
+        ch.basic_publish(topology.TASKS, "a11", codec.encode(RunTasks(FW, [shell("t-j", until_go(0))]), 0.0))
+        wait_for(lambda: any(u.state is TaskState.RUNNING for u in drain(ch, seen)), 15, "t-j to run")
+
+        node.stop()
+        (work / "frameworks" / FW / "tasks" / "t-j" / "go").touch()
+        first.wait_output(r"agent a11: task=t-j framework=fw1 TASK_FINISHED|connection lost", timeout=15)
+        wait_for(lambda: any((work / "meta" / "frameworks" / FW / "tasks" / "t-j").glob("done")), 15,
+                 "t-j's FINISHED to be journaled")
+        assert list((work / "meta" / "status").glob("*.pending"))
+        first.kill()
+
+        node.start()
+        ch = test_queue()
+        second = start_agent(procs, url, work, "a11", kill_on_stop=False)
+        second.wait_output(r"re-publishing 1 unconfirmed status update\(s\)")
+        wait_for(lambda: any(u.state is TaskState.FINISHED for u in drain(ch, seen)), 30,
+                 "t-j's FINISHED, re-published by the restarted agent")
+        finished = [u for u in seen if u.state is TaskState.FINISHED]
+        assert len(finished) == 1 and finished[0].task_id == "t-j" and finished[0].exit_code == 0
+        wait_for(lambda: not list((work / "meta" / "status").glob("*.pending")), 15, "the journal to empty")
+    finally:
+        kill_checkpointed_tasks(work)

@@ -1,0 +1,291 @@
+"""What an agent keeps on disk so that a restart (same ``--id``, same ``--work-dir``) loses nothing.
+
+Layout, under ``<work_dir>/meta/`` (task sandboxes stay where users look for them)::
+
+    status/<seq>.pending             STATUS messages of one flush, kept until the broker confirmed them all
+    frameworks/<fw>/tasks/<task>/
+        task                         RUN_TASKS envelope holding this one task (written before the spawn)
+        pid                          "<pid> <start time>" of the task's supervisor (written after the spawn)
+        exit_status                  the task's exit status, written by its supervisor when it ends
+        kill                         present once a kill was asked for
+        done                         present once the task's final update is in the status journal
+
+Files are replaced atomically (write a temporary file, then rename), so a crash never leaves a
+half-written one behind. Nothing is fsynced: the fault model is a process dying, not the machine
+(the page cache survives a SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from broker_mesos.core import codec
+from broker_mesos.core.errors import ProtocolError
+from broker_mesos.core.protocol import RunTasks, Status, TaskInfo, TaskStatus
+
+log = logging.getLogger(__name__)
+
+META = "meta"
+PENDING_SUFFIX = ".pending"
+TASK_FILE = "task"
+PID_FILE = "pid"
+EXIT_STATUS_FILE = "exit_status"
+KILL_FILE = "kill"
+DONE_FILE = "done"
+
+Message = tuple[str, bytes]
+"""(routing key, encoded STATUS envelope): one message exactly as it is published."""
+
+
+def meta_dir(work_dir: Path) -> Path:
+    return work_dir / META
+
+
+def task_meta_dir(work_dir: Path, framework_id: str, task_id: str) -> Path:
+    """Ids are protocol identifiers (``[A-Za-z0-9_-]``), so they are safe as path components."""
+    return work_dir / META / "frameworks" / framework_id / "tasks" / task_id
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class StatusJournal:
+    """Status updates not yet confirmed by the broker, one file per flush.
+
+    ``append`` is called once per flush (not per update) and ``confirm`` once all of that flush's
+    messages are confirmed, so the cost is two file operations per flush whatever the batch size.
+    ``load`` returns what a previous agent process left unconfirmed, to be published again (receivers
+    deduplicate by ``TaskStatus.uuid``).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._next = 1
+
+    def load(self) -> list[tuple[int, list[Message]]]:
+        """Open the journal: the batches left by an earlier process, oldest first. Unreadable ones are
+        set aside as ``.corrupt`` (and logged) rather than stopping the agent."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        batches: list[tuple[int, list[Message]]] = []
+        for path in sorted(self.directory.iterdir()):
+            if path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)  # a flush interrupted before its rename: never published
+                continue
+            if not path.name.endswith(PENDING_SUFFIX):
+                continue
+            try:
+                seq = int(path.name[:-len(PENDING_SUFFIX)])
+                batches.append((seq, decode_batch(path.read_bytes())))
+            except (ValueError, ProtocolError) as exc:
+                log.error("status journal: %s is unreadable (%s); set aside", path, exc)
+                path.rename(path.with_name(path.name + ".corrupt"))
+        batches.sort()
+        self._next = batches[-1][0] + 1 if batches else 1
+        return batches
+
+    def append(self, messages: list[Message]) -> int:
+        seq = self._next
+        self._next += 1
+        write_atomically(self._path(seq), encode_batch(messages))
+        return seq
+
+    def confirm(self, seq: int) -> None:
+        self._path(seq).unlink(missing_ok=True)
+
+    def pending(self) -> int:
+        return sum(1 for p in self.directory.iterdir() if p.name.endswith(PENDING_SUFFIX))
+
+    def _path(self, seq: int) -> Path:
+        return self.directory / f"{seq:016d}{PENDING_SUFFIX}"
+
+
+def encode_batch(messages: list[Message]) -> bytes:
+    return msgpack.packb([[key, body] for key, body in messages], use_bin_type=True)
+
+
+def decode_batch(data: bytes) -> list[Message]:
+    """The messages of one journal file; ``ProtocolError`` when it is not one (each body is decoded)."""
+    try:
+        items = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise ProtocolError(f"not a journal batch: {exc}") from None
+    if not isinstance(items, list):
+        raise ProtocolError("not a journal batch: not a list")
+    out: list[Message] = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], bytes)):
+            raise ProtocolError("not a journal batch: bad entry")
+        if not isinstance(codec.decode(item[1]).body, Status):
+            raise ProtocolError("not a journal batch: an entry is not a STATUS message")
+        out.append((item[0], item[1]))
+    return out
+
+
+def batch_updates(messages: list[Message]) -> Iterator[TaskStatus]:
+    for _key, body in messages:
+        yield from codec.decode(body).body.updates
+
+
+# -- task checkpoints ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckpointedTask:
+    """One task found in the checkpoint by a starting agent."""
+
+    framework_id: str
+    task: TaskInfo
+    meta: Path
+    pid: int | None
+    start_time: str | None
+    kill_requested: bool
+    done: bool
+
+
+def record_task(work_dir: Path, framework_id: str, task: TaskInfo) -> Path:
+    """Checkpoint a task before it is spawned; returns its meta directory."""
+    meta = task_meta_dir(work_dir, framework_id, task.task_id)
+    meta.mkdir(parents=True, exist_ok=True)
+    write_atomically(meta / TASK_FILE, codec.encode(RunTasks(framework_id, [task]), 0.0))
+    return meta
+
+
+def record_pid(meta: Path, pid: int, start_time: str | None) -> None:
+    write_atomically(meta / PID_FILE, f"{pid} {start_time or '-'}\n".encode())
+
+
+def record_kill(meta: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (meta / KILL_FILE).touch()
+
+
+def record_done(meta: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (meta / DONE_FILE).touch()
+
+
+def read_exit_status(meta: Path) -> str | None:
+    try:
+        return (meta / EXIT_STATUS_FILE).read_text()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+
+
+def scan(work_dir: Path) -> list[CheckpointedTask]:
+    """Every checkpointed task; unreadable checkpoints are logged and skipped."""
+    root = meta_dir(work_dir) / "frameworks"
+    found: list[CheckpointedTask] = []
+    if not root.is_dir():
+        return found
+    for meta in sorted(root.glob("*/tasks/*")):
+        try:
+            envelope = codec.decode((meta / TASK_FILE).read_bytes())
+            body = envelope.body
+            if not isinstance(body, RunTasks) or len(body.tasks) != 1:
+                raise ProtocolError("not a one-task RUN_TASKS")
+        except (OSError, ProtocolError) as exc:
+            log.error("checkpoint %s is unreadable (%s); ignored", meta, exc)
+            continue
+        pid, start_time = _read_pid(meta)
+        found.append(CheckpointedTask(body.framework_id, body.tasks[0], meta, pid, start_time,
+                                      (meta / KILL_FILE).exists(), (meta / DONE_FILE).exists()))
+    return found
+
+
+def _read_pid(meta: Path) -> tuple[int | None, str | None]:
+    try:
+        pid_text, start = (meta / PID_FILE).read_text().split()
+        return int(pid_text), None if start == "-" else start
+    except (OSError, ValueError):
+        return None, None
+
+
+def remove_done(work_dir: Path, older_than: float) -> int:
+    """Forget finished tasks whose ``done`` mark is older than ``older_than`` (unix time)."""
+    root = meta_dir(work_dir) / "frameworks"
+    removed = 0
+    for done in root.glob(f"*/tasks/*/{DONE_FILE}") if root.is_dir() else ():
+        try:
+            if done.stat().st_mtime < older_than:
+                shutil.rmtree(done.parent)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def lock_work_dir(work_dir: Path) -> int | None:
+    """Take ``<work_dir>/meta/lock`` for the life of this process (the kernel drops it when the process
+    dies, even by SIGKILL); None when another live agent holds it. Two agents on one checkpoint would
+    adopt each other's tasks and confirm each other's journal."""
+    meta_dir(work_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(meta_dir(work_dir) / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def kill_checkpointed_tasks(work_dir: Path) -> int:
+    """SIGKILL the process group of every checkpointed task still running (operators' and tests'
+    cleanup after stopping an agent for good); returns how many were killed."""
+    killed = 0
+    for found in scan(work_dir):
+        if found.pid is not None and process_alive(found.pid, found.start_time):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(found.pid, signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def process_start_time(pid: int) -> str | None:
+    """The process' start time since boot (``/proc/<pid>/stat`` field 22); None without procfs."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def process_alive(pid: int, start_time: str | None) -> bool:
+    """Is ``pid`` still the process we started (not a zombie, not a newer process reusing the pid)?"""
+    fields = _proc_stat(pid)
+    if fields is None:
+        if Path("/proc/self/stat").exists():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    if fields[0] in ("Z", "X"):
+        return False
+    return start_time is None or (len(fields) > 19 and fields[19] == start_time)
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (so index 0 is the state)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2:].split()

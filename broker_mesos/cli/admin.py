@@ -1,0 +1,200 @@
+"""``bmesos admin``: operator calls to the running master — allocator policy and roles.
+
+Each command sends one admin call (exchange ``master``, routing key = the call type) with a private
+reply queue as ``reply_to``, waits for the answer with a deadline and prints it; a refusal (ERROR) is
+one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import click
+
+from broker_mesos.bus import topology
+from broker_mesos.bus.connection import Bus, Delivery
+from broker_mesos.cli.common import broker_options, one_line_errors, setup_logging
+from broker_mesos.core import codec, protocol
+from broker_mesos.core.errors import ProtocolError, ResourceError
+from broker_mesos.core.resources import Resources
+
+REPLY_TIMEOUT = 15.0
+
+
+def request(broker: str, connect_timeout: float, call: Any, timeout: float) -> Any:
+    """Send ``call`` to the master and return the body of its reply (or raise ClickException)."""
+    bus = Bus(broker, "admin", connect_timeout=connect_timeout)
+    replies = topology.Queue("", durable=False, exclusive=True, auto_delete=True)
+    call_id = uuid.uuid4().hex
+    result: list[Any] = []
+
+    def on_reply(delivery: Delivery) -> None:
+        try:
+            envelope = codec.decode(delivery.body)
+        except ProtocolError as exc:
+            bus.dead_letter(delivery, exc.reason)
+            return
+        bus.ack(delivery)
+        if delivery.properties.correlation_id == call_id and not result:
+            result.append(envelope.body)
+            bus.stop()
+
+    def send() -> None:
+        if sent:
+            return
+        sent.append(True)
+        bus.publish(topology.MASTER, topology.call_type(type(call)), codec.encode(call, time.time(), call_id),
+                    reply_to=bus.queue_name(replies), correlation_id=call_id)
+        bus.call_later(timeout, bus.stop)
+
+    sent: list[bool] = []
+    bus.consume(replies, on_reply)
+    bus.on_ready(send)
+    bus.run()
+    if not result:
+        raise click.ClickException(f"no answer from the master within {timeout:g}s (is `bmesos master` running?)")
+    if isinstance(result[0], protocol.Error):
+        raise click.ClickException(f"the master refused {result[0].call_type}: {result[0].message}")
+    return result[0]
+
+
+def parse_params(values: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="'--param'")
+        params[key] = val
+    return params
+
+
+def parse_quota(value: str | None, option: str) -> Resources | None:
+    if value is None:
+        return None
+    try:
+        return Resources.parse(value)
+    except ResourceError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
+
+
+def allocator_line(info: protocol.AllocatorInfo) -> str:
+    params = " ".join(f"{k}={v}" for k, v in sorted(info.params.items()))
+    return f"policy {info.policy}" + (f" {params}" if params else "") + f" (available: {', '.join(info.policies)})"
+
+
+def role_line(role: protocol.RoleInfo) -> str:
+    return (f"{role.role} weight={role.weight:g} guarantee={role.guarantee} limit={role.limit} "
+            f"allocated={role.allocated} frameworks={','.join(role.frameworks) or '-'}")
+
+
+def _timeout_option(fn: Any) -> Any:
+    return click.option("--timeout", type=click.FloatRange(min=0.1), default=REPLY_TIMEOUT, show_default=True,
+                        help="Seconds to wait for the master's answer.")(fn)
+
+
+def _log_level_option(fn: Any) -> Any:
+    return click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
+                        show_default=True, help="Log verbosity (logs go to stderr).")(fn)
+
+
+def _show(as_json: bool, body: Any, lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(codec.to_wire(body), sort_keys=True))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+@click.group()
+def admin() -> None:
+    """Operate the running master: allocator policy, role weights and quotas.
+
+    Every subcommand talks to the master through the broker (--broker URL or $BMESOS_BROKER) and
+    prints the master's answer; a refused call is one line on stderr, exit status 1.
+
+    \b
+      bmesos admin allocator show
+      bmesos admin allocator set priority --param priorities=prod:10,batch:1
+      bmesos admin role set prod --weight 2 --guarantee 'cpus:4;mem:4096' --limit 'cpus:16'
+      bmesos admin role show
+    """
+
+
+@admin.group()
+def allocator() -> None:
+    """Show or switch the allocator policy (no restart: it applies from the next round)."""
+
+
+@allocator.command("set")
+@click.argument("policy")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Policy parameter (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@_timeout_option
+@broker_options
+@_log_level_option
+@one_line_errors
+def allocator_set(policy: str, params: tuple[str, ...], as_json: bool, timeout: float, broker: str,
+                  connect_timeout: float, log_level: str) -> None:
+    """Switch to POLICY (drf, priority, fair, binpack, or an installed plugin).
+
+    \b
+      bmesos admin allocator set priority --param priorities=prod:10,batch:1
+      bmesos admin allocator set fair --param resource=cpus
+    """
+    setup_logging(log_level)
+    info = request(broker, connect_timeout, protocol.SetAllocator(policy, parse_params(params)), timeout)
+    _show(as_json, info, [allocator_line(info)])
+
+
+@allocator.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@_timeout_option
+@broker_options
+@_log_level_option
+@one_line_errors
+def allocator_show(as_json: bool, timeout: float, broker: str, connect_timeout: float, log_level: str) -> None:
+    """Print the current policy and its parameters."""
+    setup_logging(log_level)
+    info = request(broker, connect_timeout, protocol.GetAllocator(), timeout)
+    _show(as_json, info, [allocator_line(info)])
+
+
+@admin.group()
+def role() -> None:
+    """Show or set role weights and quotas."""
+
+
+@role.command("set")
+@click.argument("name")
+@click.option("--weight", type=click.FloatRange(min=0.001, max=1e6), default=None, help="Fair-share weight.")
+@click.option("--guarantee", default=None, metavar="RESOURCES",
+              help="Guaranteed minimum, e.g. 'cpus:2;mem:1024' ('' for none).")
+@click.option("--limit", default=None, metavar="RESOURCES", help="Most the role may hold ('' for no limit).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@_timeout_option
+@broker_options
+@_log_level_option
+@one_line_errors
+def role_set(name: str, weight: float | None, guarantee: str | None, limit: str | None, as_json: bool,
+             timeout: float, broker: str, connect_timeout: float, log_level: str) -> None:
+    """Set role NAME's weight, guarantee and/or limit (options left out keep their value)."""
+    setup_logging(log_level)
+    call = protocol.SetRole(name, weight, parse_quota(guarantee, "--guarantee"), parse_quota(limit, "--limit"))
+    roles = request(broker, connect_timeout, call, timeout)
+    _show(as_json, roles, [role_line(r) for r in roles.roles if r.role == name])
+
+
+@role.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@_timeout_option
+@broker_options
+@_log_level_option
+@one_line_errors
+def role_show(as_json: bool, timeout: float, broker: str, connect_timeout: float, log_level: str) -> None:
+    """Print every role: weight, guarantee, limit, what it holds, its frameworks."""
+    setup_logging(log_level)
+    roles = request(broker, connect_timeout, protocol.GetRoles(), timeout)
+    _show(as_json, roles, [role_line(r) for r in roles.roles] or ["no roles"])

@@ -1,0 +1,117 @@
+"""The master's persisted registry: a snapshot of what a new master needs to carry on.
+
+The active master writes one snapshot (msgpack) to the quorum queue ``master.registry``, which keeps
+only the latest message. What is in it: agents (total resources, attributes), frameworks (role, weight,
+failover timeout, whether their scheduler was seen), live tasks (where, how much, state), the last
+completed tasks (so RECONCILE still answers for them), agents removed for silence (with the tasks
+declared LOST, killed if they return) and the id counters. Offers are not in it: they die with the
+master that made them and their resources return to the pool.
+
+The snapshot is a pure function of ``MasterState``; ``restore`` rebuilds a state whose books balance
+(``check_invariants`` holds) and treats every agent and framework as just heard from (``now``), so
+each gets a full timeout to show up again before anything is declared lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import msgpack
+
+from broker_mesos.core.master import AgentRecord, FrameworkRecord, MasterState, TaskRecord
+from broker_mesos.core.protocol import TaskState
+from broker_mesos.core.resources import Resources
+
+FORMAT = 1
+COMPLETED_IN_SNAPSHOT = 2_000
+
+
+class RegistryError(Exception):
+    """A snapshot that cannot be read (another format, or corrupt)."""
+
+
+def _peek(counter: itertools.count[int]) -> tuple[int, itertools.count[int]]:
+    value = next(counter)
+    return value, itertools.count(value)
+
+
+def snapshot(state: MasterState, master_id: str, seen_consuming: set[str]) -> bytes:
+    """Serialise what a successor needs; ``seen_consuming``: frameworks whose scheduler was seen."""
+    next_offer, state._offer_ids = _peek(state._offer_ids)
+    next_status, state._status_ids = _peek(state._status_ids)
+    next_framework, state._framework_seq = _peek(state._framework_seq)
+    completed = list(state.completed.values())[-COMPLETED_IN_SNAPSHOT:]
+    data = {
+        "format": FORMAT,
+        "master_id": master_id,
+        "counters": [next_offer, next_status, next_framework],
+        "agents": [[a.agent_id, a.hostname, a.total.to_wire(), a.attributes, a.heartbeat_interval]
+                   for a in state.agents.values()],
+        "frameworks": [[f.framework_id, f.name, f.role, f.weight, f.seq, f.reply_to,
+                        f.suppressed_before_disconnect if f.disconnected_at is not None else f.suppressed,
+                        f.failover_timeout, f.disconnected_at is not None, f.framework_id in seen_consuming]
+                       for f in state.frameworks.values()],
+        "tasks": [[t.framework_id, t.task_id, t.agent_id, t.resources.to_wire(), t.state.value]
+                  for t in state.tasks.values()],
+        "completed": [[t.framework_id, t.task_id, t.agent_id, t.resources.to_wire(), t.state.value]
+                      for t in completed],
+        "removed_agents": [[agent_id, [list(key) for key in sorted(keys)]]
+                           for agent_id, keys in state.removed_agents.items()],
+    }
+    return msgpack.packb(data, use_bin_type=True)
+
+
+def restore(state: MasterState, raw: bytes, now: float) -> tuple[str, set[str]]:
+    """Load a snapshot into an empty ``state``; returns (the master id that wrote it, frameworks seen
+    consuming). Raises ``RegistryError`` if it cannot be read; ``state`` is then left empty."""
+    try:
+        data: dict[str, Any] = msgpack.unpackb(raw, raw=False)
+        if data.get("format") != FORMAT:
+            raise RegistryError(f"registry format {data.get('format')!r} is not {FORMAT}")
+        _load(state, data, now)
+    except RegistryError:
+        raise
+    except Exception as exc:
+        state.__init__(state.config)  # type: ignore[misc]
+        raise RegistryError(f"unreadable registry snapshot: {exc.__class__.__name__}: {exc}") from exc
+    seen = {row[0] for row in data["frameworks"] if row[9]}
+    return str(data["master_id"]), seen
+
+
+def _load(state: MasterState, data: dict[str, Any], now: float) -> None:
+    next_offer, next_status, next_framework = data["counters"]
+    state._offer_ids = itertools.count(int(next_offer))
+    state._status_ids = itertools.count(int(next_status))
+    state._framework_seq = itertools.count(int(next_framework))
+    for agent_id, hostname, total, attributes, interval in data["agents"]:
+        resources = Resources.from_wire(total)
+        state.agents[agent_id] = AgentRecord(agent_id, hostname, resources, resources, dict(attributes), now,
+                                             float(interval))
+        state.total = state.total + resources
+    for fw, name, role, weight, seq, reply_to, suppressed, failover, disconnected, _seen in data["frameworks"]:
+        record = FrameworkRecord(fw, name, role, float(weight), int(seq), reply_to, suppressed=bool(suppressed),
+                                 failover_timeout=float(failover))
+        state.frameworks[fw] = record
+        if disconnected:
+            record.disconnected_at = now  # its failover timeout starts again: conservative, never early
+            record.suppressed_before_disconnect = record.suppressed
+            record.suppressed = True
+    for fw, task_id, agent_id, resources, value in data["tasks"]:
+        task = TaskRecord(task_id, fw, agent_id, Resources.from_wire(resources), TaskState(value))
+        agent = state.agents.get(agent_id)
+        if agent is None or not task.resources <= agent.free:
+            continue  # cannot happen in a snapshot written by MasterState; never unbalance the books
+        state.tasks[(fw, task_id)] = task
+        agent.free = agent.free - task.resources
+        agent.tasks.add((fw, task_id))
+        framework = state.frameworks.get(fw)
+        if framework is not None:
+            framework.tasks.add(task_id)
+            framework.allocated = framework.allocated + task.resources
+    for fw, task_id, agent_id, resources, value in data["completed"]:
+        state.completed[(fw, task_id)] = TaskRecord(task_id, fw, agent_id, Resources.from_wire(resources),
+                                                    TaskState(value))
+    for agent_id, keys in data["removed_agents"]:
+        state.removed_agents[agent_id] = {(fw, task_id) for fw, task_id in keys}
+    state.changes += 1

@@ -1,0 +1,94 @@
+"""The fault-tolerance rules of the pure master state, without a broker: agent removal and return,
+framework failover, and the registry snapshot round trip (books balance after every step)."""
+
+from __future__ import annotations
+
+from broker_mesos.core import protocol
+from broker_mesos.core.master import MasterConfig, MasterState, PublishEvent, PublishStatus, ToAgent, ToFramework
+from broker_mesos.core.protocol import TaskState
+from broker_mesos.core.resources import Resources
+from broker_mesos.master import registry
+
+AGENT = Resources.parse("cpus:2;mem:1024")
+TASK = Resources.parse("cpus:1;mem:256")
+
+
+def cluster(**config: object) -> tuple[MasterState, list[protocol.Offer]]:
+    state = MasterState(MasterConfig("m", allocation_interval=0.0, max_missed_heartbeats=3, **config))  # type: ignore[arg-type]
+    state.subscribe(protocol.Subscribe("fw", "fw", failover_timeout=10.0), None, "c", 0.0)
+    state.agent_info(protocol.Register("a1", "h", AGENT, heartbeat_interval=1.0), 0.0)
+    effects = state.tick(0.0)
+    offers = [o for e in effects if isinstance(e, ToFramework) and isinstance(e.body, protocol.Offers)
+              for o in e.body.offers]
+    return state, offers
+
+
+def launch(state: MasterState, offers: list[protocol.Offer], *task_ids: str) -> None:
+    tasks = [protocol.TaskInfo(t, "a1", TASK, protocol.CommandInfo("sleep 60")) for t in task_ids]
+    state.accept(protocol.Accept("fw", [o.offer_id for o in offers], tasks), 0.0)
+    for t in task_ids:
+        state.status_update(protocol.TaskStatus(t, "fw", "a1", TaskState.RUNNING, f"u-{t}", 0.0), 0.0)
+    state.check_invariants()
+
+
+def test_silent_agent_is_removed_after_missed_heartbeats_and_killed_tasks_on_return() -> None:
+    state, offers = cluster()
+    launch(state, offers, "t1")
+    assert not [e for e in state.tick(2.9) if isinstance(e, PublishStatus)]  # 2.9 s < 3 x 1 s
+    effects = state.tick(3.2)
+    (lost,) = [e.status for e in effects if isinstance(e, PublishStatus)]
+    assert (lost.task_id, lost.state, lost.reason, lost.source) == (
+        "t1", TaskState.LOST, "REASON_AGENT_REMOVED", "SOURCE_MASTER")
+    assert any(isinstance(e, PublishEvent) and e.kind == "agent.removed" for e in effects)
+    assert "a1" not in state.agents and state.total == Resources()
+    state.check_invariants()
+
+    running = protocol.AgentTask("t1", "fw", TASK, TaskState.RUNNING)
+    effects = state.agent_info(protocol.Heartbeat("a1", "h", AGENT, tasks=[running], heartbeat_interval=1.0), 5.0)
+    (kill,) = [e for e in effects if isinstance(e, ToAgent)]
+    assert kill.body == protocol.KillTasks("fw", ["t1"])
+    assert state.agents["a1"].free == AGENT - TASK  # held until the agent reports it ended
+    state.check_invariants()
+    reconciled = state.reconcile(protocol.Reconcile("fw", ["t1"]), None, "c", 5.0)[0].body.updates
+    assert reconciled[0].state == TaskState.LOST  # what the framework was told
+    state.status_update(protocol.TaskStatus("t1", "fw", "a1", TaskState.KILLED, "u-k", 5.5), 5.5)
+    assert state.agents["a1"].free == AGENT
+    state.check_invariants()
+
+
+def test_framework_keeps_tasks_within_failover_timeout_and_loses_them_after() -> None:
+    state, offers = cluster()
+    launch(state, offers, "t1")
+    beat = protocol.Heartbeat("a1", "h", AGENT, tasks=[protocol.AgentTask("t1", "fw", TASK)], heartbeat_interval=1.0)
+    state.framework_disconnected("fw", 1.0)
+    assert state.frameworks["fw"].suppressed
+    state.agent_info(beat, 10.0)
+    assert not [e for e in state.tick(10.5) if isinstance(e, ToAgent)]
+    state.subscribe(protocol.Subscribe("fw", "fw", failover_timeout=10.0), None, "c2", 10.6)
+    assert not state.frameworks["fw"].suppressed and state.frameworks["fw"].disconnected_at is None
+
+    state.framework_disconnected("fw", 11.0)
+    state.agent_info(beat, 21.0)
+    effects = state.tick(21.1)
+    assert [e.body for e in effects if isinstance(e, ToAgent)] == [protocol.KillTasks("fw", ["t1"])]
+    assert "fw" not in state.frameworks
+    state.check_invariants()
+
+
+def test_registry_round_trip_keeps_books_and_answers() -> None:
+    state, offers = cluster()
+    launch(state, offers, "t1", "t2")
+    state.status_update(protocol.TaskStatus("t2", "fw", "a1", TaskState.FINISHED, "u-f", 1.0), 1.0)
+    raw = registry.snapshot(state, "m", {"fw"})
+    restored = MasterState(state.config)
+    writer, seen = registry.restore(restored, raw, 50.0)
+    restored.check_invariants()
+    assert (writer, seen) == ("m", {"fw"})
+    assert restored.agents["a1"].free == AGENT - TASK and restored.agents["a1"].last_seen == 50.0
+    answers = {u.task_id: u.state for u in restored.reconcile(protocol.Reconcile("fw", ["t1", "t2"]), None, "c",
+                                                              50.0)[0].body.updates}
+    assert answers == {"t1": TaskState.RUNNING, "t2": TaskState.FINISHED}
+    effects = restored.tick(50.0)
+    (offer,) = [o for e in effects if isinstance(e, ToFramework) and isinstance(e.body, protocol.Offers)
+                for o in e.body.offers]
+    assert offer.resources == AGENT - TASK and offer.offer_id not in {o.offer_id for o in offers}
