@@ -6,6 +6,7 @@ import click
 
 from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, setup_logging
 from broker_mesos.core.codec import ID_PATTERN
+from broker_mesos.core.errors import PolicyError
 from broker_mesos.core.master import MasterConfig
 
 
@@ -28,11 +29,16 @@ def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 @click.option("--agent-ping-timeout", type=click.FloatRange(min=0.01), default=None,
               help="Seconds after which a heartbeat counts as missed (default: the interval the agent reports).")
 @click.option("--master-id", callback=_master_id, default=None, help="This master's id (default: random).")
+@click.option("--allocator", default="drf", show_default=True,
+              help="Allocation policy to start with (drf, priority, fair, binpack or an installed plugin); "
+                   "change it at runtime with `bmesos admin allocator set`.")
+@click.option("--allocator-param", "allocator_params", multiple=True, metavar="KEY=VALUE",
+              help="Parameter of the starting policy (repeatable), e.g. --allocator-param resource=cpus.")
 @log_level_option
 @one_line_errors
 def master(broker: str, connect_timeout: float, allocation_interval: float, batch_threshold: int,
            offer_timeout: float, max_missed_heartbeats: int, agent_ping_timeout: float | None,
-           master_id: str | None, log_level: str) -> None:
+           master_id: str | None, allocator: str, allocator_params: tuple[str, ...], log_level: str) -> None:
     """Run the master: keeps cluster state, makes offers in allocation rounds, routes tasks to agents.
 
     The master consumes the queues master.agents, master.calls and master.status, offers agents' free
@@ -41,11 +47,19 @@ def master(broker: str, connect_timeout: float, allocation_interval: float, batc
     wait and take over from the registry within about a second when it dies. --broker may list several
     comma-separated URLs (the nodes of a cluster).
     """
+    from broker_mesos.cli.admin import parse_params
+    from broker_mesos.master.allocators import load_policies
     from broker_mesos.master.process import MasterProcess, new_master_id
 
     setup_logging(log_level)
+    params = parse_params(allocator_params)
+    try:
+        load_policies().create(allocator, params)  # refuse a bad policy before connecting to anything
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--allocator'") from None
     config = MasterConfig(master_id or new_master_id(), allocation_interval, batch_threshold, offer_timeout,
-                          max_missed_heartbeats=max_missed_heartbeats, agent_ping_timeout=agent_ping_timeout)
+                          max_missed_heartbeats=max_missed_heartbeats, agent_ping_timeout=agent_ping_timeout,
+                          allocator=allocator, allocator_params=tuple(sorted(params.items())))
     process = MasterProcess(broker, config, connect_timeout=connect_timeout)
     process.install_signal_handlers()
     process.run()

@@ -211,7 +211,7 @@ class MasterState:
             framework = self.frameworks.get(reported.framework_id)
             if framework is not None:
                 framework.tasks.add(reported.task_id)
-                framework.allocated = framework.allocated + reported.resources
+                framework.allocated = framework.allocated + reported.resources.quantity()
             kill.setdefault(reported.framework_id, []).append(reported.task_id)
         return [ToAgent(agent.agent_id, protocol.KillTasks(fw, sorted(ids))) for fw, ids in sorted(kill.items())]
 
@@ -226,7 +226,7 @@ class MasterState:
             framework = self.frameworks.get(offer.framework_id)
             if framework is not None:
                 framework.offers.discard(offer_id)
-                framework.allocated = framework.allocated - offer.resources
+                framework.allocated = framework.allocated - offer.resources.quantity()
             rescinded.setdefault(offer.framework_id, []).append(offer_id)
         effects.extend(ToFramework(fw, protocol.Rescind(ids)) for fw, ids in sorted(rescinded.items()))
         lost: set[tuple[str, str]] = set()
@@ -235,7 +235,7 @@ class MasterState:
             framework = self.frameworks.get(task.framework_id)
             if framework is not None:
                 framework.tasks.discard(task.task_id)
-                framework.allocated = framework.allocated - task.resources
+                framework.allocated = framework.allocated - task.resources.quantity()
             if not task.state.terminal:  # a LOST task still draining after a re-admission is already told
                 status = self._master_status(task.framework_id, task.task_id, agent_id, TaskState.LOST,
                                              "REASON_AGENT_REMOVED", reason, now)
@@ -275,7 +275,7 @@ class MasterState:
         framework = self.frameworks.get(reported.framework_id)
         if framework is not None:
             framework.tasks.add(reported.task_id)
-            framework.allocated = framework.allocated + reported.resources
+            framework.allocated = framework.allocated + reported.resources.quantity()
 
     def _in_use(self, agent: AgentRecord) -> Resources:
         used = Resources()
@@ -303,7 +303,7 @@ class MasterState:
             for key, task in self.tasks.items():
                 if key[0] == call.framework_id:
                     framework.tasks.add(task.task_id)
-                    framework.allocated = framework.allocated + task.resources
+                    framework.allocated = framework.allocated + task.resources.quantity()
             event = "framework.added"
         else:
             framework.name, framework.role, framework.weight = call.name, call.role, call.weight
@@ -375,7 +375,7 @@ class MasterState:
             agent.free = agent.free - task.resources
             agent.tasks.add(key)
             framework.tasks.add(task.task_id)
-            framework.allocated = framework.allocated + task.resources
+            framework.allocated = framework.allocated + task.resources.quantity()
             by_agent.setdefault(task.agent_id, []).append(task)
         if call.refuse_seconds > 0:
             for agent_id, resources in offered.items():
@@ -510,7 +510,7 @@ class MasterState:
             framework = self.frameworks.get(task.framework_id)
             if framework is not None:
                 framework.tasks.discard(task.task_id)
-                framework.allocated = framework.allocated - task.resources
+                framework.allocated = framework.allocated - task.resources.quantity()
             self._complete(key, task)
         self._changed()
         return []
@@ -559,7 +559,7 @@ class MasterState:
                 dict(agent.attributes), timeout))
         for framework_id, bundles in offered.items():  # one sum per framework, not one per offer
             framework = self.frameworks[framework_id]
-            framework.allocated = add_all(framework.allocated, bundles)
+            framework.allocated = add_all(framework.allocated, [b.quantity() for b in bundles])
         effects: list[Effect] = [ToFramework(fw, protocol.Offers(offers)) for fw, offers in per_framework.items()]
         if per_framework:
             effects.append(PublishEvent("allocation.round", {
@@ -601,7 +601,7 @@ class MasterState:
         framework = self.frameworks.get(offer.framework_id)
         if framework is not None:
             framework.offers.discard(offer.offer_id)
-            framework.allocated = framework.allocated - offer.resources
+            framework.allocated = framework.allocated - offer.resources.quantity()
         self._changed()
 
     def _expire_offers(self, now: float) -> list[Effect]:
@@ -663,9 +663,9 @@ class MasterState:
         for framework in self.frameworks.values():
             held = Resources()
             for offer_id in framework.offers:
-                held = held + self.offers[offer_id].resources
+                held = held + self.offers[offer_id].resources.quantity()
             for task_id in framework.tasks:
-                held = held + self.tasks[(framework.framework_id, task_id)].resources
+                held = held + self.tasks[(framework.framework_id, task_id)].resources.quantity()
             assert held == framework.allocated, f"framework {framework.framework_id} books do not balance"
         offered: set[str] = set()
         for offer in self.offers.values():

@@ -233,6 +233,16 @@ class Resources:
     def scalar(self, name: str) -> float:
         return self.scalars.get(name, 0.0)
 
+    def quantity(self) -> Resources:
+        """The same amounts as scalars only (ports as a count): what a framework or role *holds*.
+
+        Holdings sum resources of many agents; unioning their port ranges would collapse two agents'
+        31000-32000 into one, so they are booked as amounts, as Mesos' sorters do.
+        """
+        if not self.ranges and not self.sets:
+            return self
+        return Resources._trusted(self.quantities(), {}, {})
+
     def quantities(self) -> dict[str, float]:
         """Every resource as one number (ranges and sets by size): what shares are computed from."""
         out = dict(self.scalars)

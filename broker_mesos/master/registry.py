@@ -2,10 +2,10 @@
 
 The active master writes one snapshot (msgpack) to the quorum queue ``master.registry``, which keeps
 only the latest message. What is in it: agents (total resources, attributes), frameworks (role, weight,
-failover timeout, whether their scheduler was seen), live tasks (where, how much, state), the last
-completed tasks (so RECONCILE still answers for them), agents removed for silence (with the tasks
-declared LOST, killed if they return) and the id counters. Offers are not in it: they die with the
-master that made them and their resources return to the pool.
+failover timeout, whether their scheduler was seen), the allocator policy and role settings, live tasks
+(where, how much, state), the last completed tasks (so RECONCILE still answers for them), agents removed
+for silence (with the tasks declared LOST, killed if they return) and the id counters. Offers are not in
+it: they die with the master that made them and their resources return to the pool.
 
 The snapshot is a pure function of ``MasterState``; ``restore`` rebuilds a state whose books balance
 (``check_invariants`` holds) and treats every agent and framework as just heard from (``now``), so
@@ -19,6 +19,7 @@ from typing import Any
 
 import msgpack
 
+from broker_mesos.core.allocation.roles import RoleConfig
 from broker_mesos.core.master import AgentRecord, FrameworkRecord, MasterState, TaskRecord
 from broker_mesos.core.protocol import TaskState
 from broker_mesos.core.resources import Resources
@@ -58,6 +59,9 @@ def snapshot(state: MasterState, master_id: str, seen_consuming: set[str]) -> by
                       for t in completed],
         "removed_agents": [[agent_id, [list(key) for key in sorted(keys)]]
                            for agent_id, keys in state.removed_agents.items()],
+        "allocator": [state.allocator.policy.name, dict(state.allocator.policy.params)],
+        "roles": [[role, config.weight, config.guarantee.to_wire(), config.limit.to_wire()]
+                  for role, config in state.allocator.roles.items()],
     }
     return msgpack.packb(data, use_bin_type=True)
 
@@ -108,10 +112,16 @@ def _load(state: MasterState, data: dict[str, Any], now: float) -> None:
         framework = state.frameworks.get(fw)
         if framework is not None:
             framework.tasks.add(task_id)
-            framework.allocated = framework.allocated + task.resources
+            framework.allocated = framework.allocated + task.resources.quantity()
     for fw, task_id, agent_id, resources, value in data["completed"]:
         state.completed[(fw, task_id)] = TaskRecord(task_id, fw, agent_id, Resources.from_wire(resources),
                                                     TaskState(value))
     for agent_id, keys in data["removed_agents"]:
         state.removed_agents[agent_id] = {(fw, task_id) for fw, task_id in keys}
+    if "allocator" in data:  # the operator's policy and roles survive a failover
+        name, params = data["allocator"]
+        state.allocator.set_policy(state.policies.create(name, dict(params)))
+        for role, weight, guarantee, limit in data["roles"]:
+            state.allocator.set_role(role, RoleConfig(float(weight), Resources.from_wire(guarantee),
+                                                      Resources.from_wire(limit)))
     state.changes += 1

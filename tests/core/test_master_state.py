@@ -207,3 +207,18 @@ def test_accept_filter_covers_only_the_unused_part() -> None:
     assert c.round() == {}  # <1 cpu, 1024 mem> unused and refused
     c.status("fw1", "t", "a", TaskState.FINISHED)
     assert c.round()["fw1"][0].resources == Resources.of(cpus=2, mem=2048)
+
+
+def test_a_framework_can_hold_the_same_port_range_on_two_agents() -> None:
+    """Holdings are amounts: two agents' ports:[31000-32000] must not merge into one range."""
+    c = Cluster()
+    c.framework("fw1")
+    c.agent("a", "cpus:1;mem:512;ports:[31000-32000]")
+    c.agent("b", "cpus:1;mem:512;ports:[31000-32000]")
+    offers = c.round()["fw1"]
+    assert len(offers) == 2
+    assert c.state.frameworks["fw1"].allocated.scalar("ports") == 2002
+    c.accept("fw1", [offers[0]], c.task("t", offers[0].agent_id, "cpus:1;ports:[31000-31000]"))
+    c.state.decline(protocol.Decline("fw1", [offers[1].offer_id], 0), c.now)
+    c.state.check_invariants()
+    assert c.state.frameworks["fw1"].allocated == Resources.of(cpus=1, ports=1)

@@ -92,3 +92,14 @@ def test_registry_round_trip_keeps_books_and_answers() -> None:
     (offer,) = [o for e in effects if isinstance(e, ToFramework) and isinstance(e.body, protocol.Offers)
                 for o in e.body.offers]
     assert offer.resources == AGENT - TASK and offer.offer_id not in {o.offer_id for o in offers}
+
+
+def test_registry_keeps_the_operators_policy_and_roles() -> None:
+    state, _offers = cluster()
+    state.admin(protocol.SetAllocator("binpack", {}), None, "c1", 1.0)
+    state.admin(protocol.SetRole("batch", weight=3.0, limit=Resources.of(cpus=2)), None, "c2", 1.0)
+    restored = MasterState(state.config)
+    registry.restore(restored, registry.snapshot(state, "m", set()), 5.0)
+    assert restored.allocator.policy.name == "binpack"
+    assert restored.allocator.role("batch").weight == 3.0
+    assert restored.allocator.role("batch").limit == Resources.of(cpus=2)

@@ -87,3 +87,11 @@ def test_bad_policy_and_roles(broker_url: str, procs: ProcessGroup, tmp_path: Pa
         assert "web weight=2 guarantee=cpus:1;mem:128 limit=cpus:2 allocated=cpus:2;mem:4096 frameworks=fw1" in shown
     finally:
         fw.close()
+
+
+def test_master_starts_with_the_policy_named_on_its_command_line(broker_url: str, procs: ProcessGroup) -> None:
+    master = procs.bmesos("master", "master", "--broker", broker_url, "--allocator", "fair",
+                          "--allocator-param", "resource=mem")
+    master.wait_output(r"master \S+ serving")
+    shown = json.loads(admin(procs, broker_url, "show", "allocator", "show", "--json").strip().splitlines()[-1])
+    assert shown["policy"] == "fair" and shown["params"] == {"resource": "mem"}
