@@ -44,7 +44,8 @@ from broker_mesos.core.errors import BrokerUnreachable
 
 log = logging.getLogger(__name__)
 
-RECONNECT_WAIT = tenacity.wait_random_exponential(multiplier=0.2, max=5.0)
+# capped at 2 s: a process back within one agent timeout of a broker restart keeps its tasks
+RECONNECT_WAIT = tenacity.wait_random_exponential(multiplier=0.2, max=2.0)
 DEFAULT_CONNECT_TIMEOUT = 15.0
 AMQP_HEARTBEAT = 10
 DEFAULT_PREFETCH = 200
@@ -533,8 +534,8 @@ class Bus:
             self._schedule_ack_flush()
 
     def _retry_nacked(self, nacked: list[tuple[int, _Outgoing]]) -> None:
-        """Re-send nacked messages after a pause, not at once: a quorum queue electing a new leader
-        (a cluster node died) nacks everything for a few seconds. Acks that depend on them wait."""
+        """Re-send nacked messages after a pause, on a new connection: a quorum queue electing a new
+        leader (a cluster node died) nacks for a while. Acks that depend on them wait."""
         floor = nacked[0][0]
         self._nack_floor = floor if self._nack_floor is None else min(self._nack_floor, floor)
         generation = self._generation
@@ -550,13 +551,16 @@ class Bus:
                         else:
                             self._outbox.append(out)
                 return
-            self._nack_floor = None
-            for _seq, out in nacked:
-                self._send(out)
-            last = self._next_seq - 1
-            for tag, needed in self._inflight.items():  # their effects now include the re-sent messages
-                if needed is not None and needed >= floor:
-                    self._inflight[tag] = last
+            if not self._publishable:  # the channel is already gone: the reconnect re-sends the outbox
+                if self.resend_after_reconnect:
+                    self._outbox[:0] = [out for _seq, out in nacked]
+                return
+            # RabbitMQ 3.10 keeps nacking on a channel whose quorum queue changed leader (a node died),
+            # while a new channel publishes fine: re-send through a fresh connection, nacked ones first
+            self._unconfirmed = collections.OrderedDict([*nacked, *self._unconfirmed.items()])
+            if self._connection is not None and self._connection.is_open:
+                log.warning("%s: reopening the connection to re-send %d nacked message(s)", self.name, len(nacked))
+                self._connection.close()
 
         self._ioloop.call_later(NACK_RETRY_DELAY, resend)
 

@@ -28,6 +28,9 @@ def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
               help="Remove an agent (its tasks go TASK_LOST) after this many heartbeats are missed in a row.")
 @click.option("--agent-ping-timeout", type=click.FloatRange(min=0.01), default=None,
               help="Seconds after which a heartbeat counts as missed (default: the interval the agent reports).")
+@click.option("--agent-reregister-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="After taking over, how long a master waits for the agents it restored to re-register "
+                   "before the heartbeat rule can remove them.")
 @click.option("--master-id", callback=_master_id, default=None, help="This master's id (default: random).")
 @click.option("--allocator", default="drf", show_default=True,
               help="Allocation policy to start with (drf, priority, fair, binpack or an installed plugin); "
@@ -38,6 +41,7 @@ def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 @one_line_errors
 def master(broker: str, connect_timeout: float, allocation_interval: float, batch_threshold: int,
            offer_timeout: float, max_missed_heartbeats: int, agent_ping_timeout: float | None,
+           agent_reregister_timeout: float,
            master_id: str | None, allocator: str, allocator_params: tuple[str, ...], log_level: str) -> None:
     """Run the master: keeps cluster state, makes offers in allocation rounds, routes tasks to agents.
 
@@ -59,6 +63,7 @@ def master(broker: str, connect_timeout: float, allocation_interval: float, batc
         raise click.BadParameter(str(exc), param_hint="'--allocator'") from None
     config = MasterConfig(master_id or new_master_id(), allocation_interval, batch_threshold, offer_timeout,
                           max_missed_heartbeats=max_missed_heartbeats, agent_ping_timeout=agent_ping_timeout,
+                          agent_reregister_timeout=agent_reregister_timeout,
                           allocator=allocator, allocator_params=tuple(sorted(params.items())))
     process = MasterProcess(broker, config, connect_timeout=connect_timeout)
     process.install_signal_handlers()

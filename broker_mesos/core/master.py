@@ -77,6 +77,8 @@ class AgentRecord:
     heartbeat_interval: float
     tasks: set[tuple[str, str]] = field(default_factory=set)
     offers: set[str] = field(default_factory=set)
+    # not removed for silence before this time (set when a new master restores it from the registry)
+    grace_until: float = 0.0
 
 
 @dataclass(slots=True)
@@ -129,6 +131,10 @@ class MasterConfig:
     # reports) passes without one
     max_missed_heartbeats: int = 0
     agent_ping_timeout: float | None = None
+    # after a master takes over (registry restored), agents it knows get this long to re-register before
+    # the heartbeat rule applies to them: their own reconnect after a broker restart takes time (Mesos'
+    # --agent_reregister_timeout)
+    agent_reregister_timeout: float = 10.0
     # the allocator policy at start (by registry name) and its parameters; switchable at runtime
     allocator: str = DEFAULT_POLICY
     allocator_params: tuple[tuple[str, str], ...] = ()
@@ -613,8 +619,8 @@ class MasterState:
 
     def _check_liveness(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
-        silent = [a for a in self.agents.values()
-                  if self.config.max_missed_heartbeats and now - a.last_seen > self.agent_timeout(a)]
+        silent = [a for a in self.agents.values() if self.config.max_missed_heartbeats and now >= a.grace_until
+                  and now - a.last_seen > self.agent_timeout(a)]
         for agent in silent:
             missed = (now - agent.last_seen) / (self.config.agent_ping_timeout or agent.heartbeat_interval)
             effects.extend(self.remove_agent(agent.agent_id, f"no heartbeat for {now - agent.last_seen:.1f}s "

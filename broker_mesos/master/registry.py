@@ -91,7 +91,7 @@ def _load(state: MasterState, data: dict[str, Any], now: float) -> None:
     for agent_id, hostname, total, attributes, interval in data["agents"]:
         resources = Resources.from_wire(total)
         state.agents[agent_id] = AgentRecord(agent_id, hostname, resources, resources, dict(attributes), now,
-                                             float(interval))
+                                             float(interval), grace_until=now + state.config.agent_reregister_timeout)
         state.total = state.total + resources
     for fw, name, role, weight, seq, reply_to, suppressed, failover, disconnected, _seen in data["frameworks"]:
         record = FrameworkRecord(fw, name, role, float(weight), int(seq), reply_to, suppressed=bool(suppressed),

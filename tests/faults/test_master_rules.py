@@ -103,3 +103,16 @@ def test_registry_keeps_the_operators_policy_and_roles() -> None:
     assert restored.allocator.policy.name == "binpack"
     assert restored.allocator.role("batch").weight == 3.0
     assert restored.allocator.role("batch").limit == Resources.of(cpus=2)
+
+
+def test_restored_agents_get_the_reregister_timeout_before_the_heartbeat_rule() -> None:
+    config = MasterConfig("m", max_missed_heartbeats=2, agent_ping_timeout=1.0, agent_reregister_timeout=10.0)
+    state = MasterState(config)
+    state.agent_info(protocol.Register("a1", "a1", AGENT), 0.0)
+    restored = MasterState(config)
+    registry.restore(restored, registry.snapshot(state, "m", set()), 100.0)
+    restored.tick(105.0)  # silent for 5 s, but within the re-register timeout
+    assert "a1" in restored.agents
+    removed = restored.tick(110.5)
+    assert "a1" not in restored.agents
+    assert any(isinstance(e, PublishEvent) and e.kind == "agent.removed" for e in removed)
