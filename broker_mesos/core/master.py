@@ -210,14 +210,8 @@ class MasterState:
             if key not in declared_lost or reported.state.terminal or not reported.resources <= agent.free:
                 continue
             self.completed.pop(key, None)
-            self.tasks[key] = TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
-                                         reported.resources, TaskState.LOST)
-            agent.free = agent.free - reported.resources
-            agent.tasks.add(key)
-            framework = self.frameworks.get(reported.framework_id)
-            if framework is not None:
-                framework.tasks.add(reported.task_id)
-                framework.allocated = framework.allocated + reported.resources.quantity()
+            self._book_task(TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
+                                       reported.resources, TaskState.LOST))
             kill.setdefault(reported.framework_id, []).append(reported.task_id)
         return [ToAgent(agent.agent_id, protocol.KillTasks(fw, sorted(ids))) for fw, ids in sorted(kill.items())]
 
@@ -274,14 +268,34 @@ class MasterState:
         if key in self.tasks or key in self.completed or reported.state.terminal \
                 or not reported.resources <= agent.free:
             return
-        self.tasks[key] = TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
-                                     reported.resources, reported.state)
-        agent.free = agent.free - reported.resources
+        self._book_task(TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
+                                   reported.resources, reported.state))
+
+    def _book_task(self, task: TaskRecord) -> None:
+        """A live task holds its resources on its agent and counts in its framework's share."""
+        key = (task.framework_id, task.task_id)
+        self.tasks[key] = task
+        agent = self.agents[task.agent_id]
+        agent.free = agent.free - task.resources
         agent.tasks.add(key)
-        framework = self.frameworks.get(reported.framework_id)
+        framework = self.frameworks.get(task.framework_id)
         if framework is not None:
-            framework.tasks.add(reported.task_id)
-            framework.allocated = framework.allocated + reported.resources.quantity()
+            framework.tasks.add(task.task_id)
+            framework.allocated = framework.allocated + task.resources.quantity()
+
+    def _unbook_task(self, task: TaskRecord) -> None:
+        """The reverse of ``_book_task``, once the task has ended (its agent may be gone)."""
+        key = (task.framework_id, task.task_id)
+        del self.tasks[key]
+        agent = self.agents.get(task.agent_id)
+        if agent is not None:
+            agent.tasks.discard(key)
+            agent.free = agent.free + task.resources
+            self.allocator.agent_changed(agent.agent_id)
+        framework = self.frameworks.get(task.framework_id)
+        if framework is not None:
+            framework.tasks.discard(task.task_id)
+            framework.allocated = framework.allocated - task.resources.quantity()
 
     def _in_use(self, agent: AgentRecord) -> Resources:
         used = Resources()
@@ -373,15 +387,9 @@ class MasterState:
             self._release_offer(self.offers[offer_id])
         by_agent: dict[str, list[protocol.TaskInfo]] = {}
         for task in call.tasks:
-            agent = self.agents[task.agent_id]
-            key = (framework.framework_id, task.task_id)
-            self.completed.pop(key, None)
-            self.tasks[key] = TaskRecord(task.task_id, framework.framework_id, task.agent_id, task.resources,
-                                         TaskState.STAGING)
-            agent.free = agent.free - task.resources
-            agent.tasks.add(key)
-            framework.tasks.add(task.task_id)
-            framework.allocated = framework.allocated + task.resources.quantity()
+            self.completed.pop((framework.framework_id, task.task_id), None)
+            self._book_task(TaskRecord(task.task_id, framework.framework_id, task.agent_id, task.resources,
+                                       TaskState.STAGING))
             by_agent.setdefault(task.agent_id, []).append(task)
         if call.refuse_seconds > 0:
             for agent_id, resources in offered.items():
@@ -507,16 +515,7 @@ class MasterState:
             task.state = status.state
             task.last_status = status
         if status.state.terminal:
-            del self.tasks[key]
-            agent = self.agents.get(task.agent_id)
-            if agent is not None:
-                agent.tasks.discard(key)
-                agent.free = agent.free + task.resources
-                self.allocator.agent_changed(agent.agent_id)
-            framework = self.frameworks.get(task.framework_id)
-            if framework is not None:
-                framework.tasks.discard(task.task_id)
-                framework.allocated = framework.allocated - task.resources.quantity()
+            self._unbook_task(task)
             self._complete(key, task)
         self._changed()
         return []

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from books import (
     HEARTBEAT,
     Auditor,
@@ -28,12 +26,6 @@ from broker_mesos.testing.wait import wait_for
 
 MAX_MISSED = 5
 
-
-@pytest.fixture
-def auditor(broker_url: str) -> Iterator[Auditor]:
-    made = Auditor(broker_url)
-    yield made
-    made.close()
 
 
 def test_agent_killed_then_back(broker_url: str, procs: ProcessGroup, tmp_path: Path, auditor: Auditor) -> None:

@@ -13,10 +13,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from books import (
     AGENT_RESOURCES,
     HEARTBEAT,
@@ -40,12 +38,6 @@ from broker_mesos.testing.wait import wait_for
 MAX_MISSED = 40  # x 0.3 s heartbeats: a 12 s agent timeout, far above the restart's downtime
 GATED = {"gate-stay": 7, "gate-down": 5, "gate-zero": 0}  # task -> exit code
 
-
-@pytest.fixture
-def auditor(broker_url: str) -> Iterator[Auditor]:
-    made = Auditor(broker_url)
-    yield made
-    made.close()
 
 
 class Gated(Scheduler):

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from books import (
     AGENT_RESOURCES,
     Auditor,
@@ -28,12 +26,6 @@ from broker_mesos.testing.wait import wait_for
 
 FAILOVER_TIMEOUT = 6.0
 
-
-@pytest.fixture
-def auditor(broker_url: str) -> Iterator[Auditor]:
-    made = Auditor(broker_url)
-    yield made
-    made.close()
 
 
 def long_tasks(view: WorkloadView) -> set[str]:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pika
-import pytest
 from books import Auditor, WorkloadView, check_books, churn, report, start_agent, start_master, start_workload
 
 from broker_mesos.bus import topology
@@ -20,12 +18,6 @@ from broker_mesos.testing.wait import wait_for
 
 SERVING = r"master (\S+) serving"
 
-
-@pytest.fixture
-def auditor(broker_url: str) -> Iterator[Auditor]:
-    made = Auditor(broker_url)
-    yield made
-    made.close()
 
 
 def consumers(url: str) -> dict[str, int]:
