@@ -12,138 +12,40 @@ from __future__ import annotations
 
 import collections
 import itertools
-from dataclasses import dataclass, field
 from typing import Any
 
 from broker_mesos.core import protocol
 from broker_mesos.core.allocation import admin as allocation_admin
 from broker_mesos.core.allocation.engine import Allocation, Allocator, add_all
-from broker_mesos.core.allocation.registry import DEFAULT_POLICY, PolicyRegistry
+from broker_mesos.core.allocation.registry import PolicyRegistry
 from broker_mesos.core.errors import CallRefused, PolicyError
+from broker_mesos.core.master_agents import AgentRules
+from broker_mesos.core.master_model import (
+    AgentRecord,
+    Effect,
+    FrameworkRecord,
+    MasterConfig,
+    OfferRecord,
+    PublishEvent,
+    PublishStatus,
+    TaskRecord,
+    ToAgent,
+    ToFramework,
+)
 from broker_mesos.core.protocol import TaskState, TaskStatus
 from broker_mesos.core.resources import EMPTY, Resources
 
-COMPLETED_TASKS_KEPT = 10_000
-REMOVED_AGENTS_KEPT = 1_000
+# the data model is imported from here by the process shell, the registry and the tests
+__all__ = ["AgentRecord", "Effect", "FrameworkRecord", "MasterConfig", "MasterState", "OfferRecord",
+           "PublishEvent", "PublishStatus", "TaskRecord", "ToAgent", "ToFramework", "wanted_on"]
+
 LIVENESS_CHECK_PERIOD = 0.1  # seconds between scans for silent agents and frameworks past failover
-
-
-# -- effects ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ToFramework:
-    """Send ``body`` to a framework: to ``reply_to`` when given, else to its ``offers.<id>`` queue."""
-
-    framework_id: str
-    body: Any
-    reply_to: str | None = None
-    correlation_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ToAgent:
-    agent_id: str
-    body: Any
-
-
-@dataclass(frozen=True, slots=True)
-class PublishStatus:
-    """A status update the master decides itself (LOST, ERROR, DROPPED), published on ``status``."""
-
-    status: TaskStatus
-
-
-@dataclass(frozen=True, slots=True)
-class PublishEvent:
-    kind: str
-    detail: dict[str, Any]
-
-
-Effect = ToFramework | ToAgent | PublishStatus | PublishEvent
-
-
-# -- records ----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class AgentRecord:
-    agent_id: str
-    hostname: str
-    total: Resources
-    free: Resources
-    attributes: dict[str, str]
-    last_seen: float
-    heartbeat_interval: float
-    tasks: set[tuple[str, str]] = field(default_factory=set)
-    offers: set[str] = field(default_factory=set)
-    # not removed for silence before this time (set when a new master restores it from the registry)
-    grace_until: float = 0.0
-
-
-@dataclass(slots=True)
-class FrameworkRecord:
-    framework_id: str
-    name: str
-    role: str
-    weight: float
-    seq: int
-    reply_to: str | None
-    suppressed: bool = False
-    allocated: Resources = field(default_factory=Resources)
-    # agent id -> [(until, refused resources)]: Mesos' refused-resources filters
-    filters: dict[str, list[tuple[float, Resources]]] = field(default_factory=dict)
-    offers: set[str] = field(default_factory=set)
-    tasks: set[str] = field(default_factory=set)
-    failover_timeout: float = 0.0
-    # set while the framework's scheduler is gone: it keeps its tasks until failover_timeout has passed
-    disconnected_at: float | None = None
-    suppressed_before_disconnect: bool = False
-
-
-@dataclass(slots=True)
-class TaskRecord:
-    task_id: str
-    framework_id: str
-    agent_id: str
-    resources: Resources
-    state: TaskState
-    last_status: TaskStatus | None = None
-
-
-@dataclass(slots=True)
-class OfferRecord:
-    offer_id: str
-    framework_id: str
-    agent_id: str
-    resources: Resources
-    expires_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class MasterConfig:
-    master_id: str = "master"
-    allocation_interval: float = 1.0
-    batch_threshold: int = 1000
-    offer_timeout: float = 30.0
-    # an agent is removed after this many heartbeats are missed in a row (0: never; `bmesos master`
-    # defaults to 5); a heartbeat is missed when agent_ping_timeout (default: the interval the agent
-    # reports) passes without one
-    max_missed_heartbeats: int = 0
-    agent_ping_timeout: float | None = None
-    # after a master takes over (registry restored), agents it knows get this long to re-register before
-    # the heartbeat rule applies to them: their own reconnect after a broker restart takes time (Mesos'
-    # --agent_reregister_timeout)
-    agent_reregister_timeout: float = 10.0
-    # the allocator policy at start (by registry name) and its parameters; switchable at runtime
-    allocator: str = DEFAULT_POLICY
-    allocator_params: tuple[tuple[str, str], ...] = ()
 
 
 # -- the state machine ------------------------------------------------------------------------
 
 
-class MasterState:
+class MasterState(AgentRules):
     """Agents, frameworks, tasks and offers, and the rules that change them."""
 
     def __init__(self, config: MasterConfig, policies: PolicyRegistry | None = None) -> None:
@@ -166,151 +68,6 @@ class MasterState:
         # agents removed for silence -> the tasks declared LOST with them (killed if the agent returns)
         self.removed_agents: collections.OrderedDict[str, set[tuple[str, str]]] = collections.OrderedDict()
         self._next_liveness_check = float("-inf")
-
-    # -- agents -----------------------------------------------------------------------------
-    def agent_info(self, info: protocol.Register | protocol.Heartbeat, now: float) -> list[Effect]:
-        """REGISTER or HEARTBEAT: admit a new agent (adopting tasks it reports), or refresh a known one."""
-        agent = self.agents.get(info.agent_id)
-        if agent is not None:
-            agent.last_seen = now
-            agent.hostname = info.hostname
-            agent.attributes = dict(info.attributes)
-            agent.heartbeat_interval = info.heartbeat_interval
-            if info.resources != agent.total and self._in_use(agent) <= info.resources:
-                self._set_total(agent, info.resources)
-            for reported in info.tasks:  # launched by a master that died before it persisted them
-                self._adopt(agent, reported)
-            return []
-        agent = AgentRecord(info.agent_id, info.hostname, info.resources, info.resources,
-                            dict(info.attributes), now, info.heartbeat_interval)
-        self.agents[agent.agent_id] = agent
-        self.total = self.total + agent.total
-        self.allocator.agent_changed(agent.agent_id)
-        effects: list[Effect] = []
-        declared_lost = self.removed_agents.pop(info.agent_id, None)
-        if declared_lost is not None:
-            effects.extend(self._readmit(agent, info, declared_lost))
-        for reported in info.tasks:
-            self._adopt(agent, reported)
-        self._changed()
-        effects.append(PublishEvent("agent.added", {
-            "agent_id": agent.agent_id, "hostname": agent.hostname, "resources": agent.total.to_wire(),
-            "readmitted": declared_lost is not None}))
-        return effects
-
-    def _readmit(self, agent: AgentRecord, info: protocol.Register | protocol.Heartbeat,
-                 declared_lost: set[tuple[str, str]]) -> list[Effect]:
-        """An agent removed for silence is back: it is admitted afresh, and the tasks the master already
-        declared LOST are killed (Mesos' rule for frameworks that are not partition-aware, which ours are
-        not: they have been told LOST and may have replaced them). Until the agent reports them ended,
-        those tasks keep holding their resources, still LOST in the master's books."""
-        kill: dict[str, list[str]] = {}
-        for reported in info.tasks:
-            key = (reported.framework_id, reported.task_id)
-            if key not in declared_lost or reported.state.terminal or not reported.resources <= agent.free:
-                continue
-            self.completed.pop(key, None)
-            self._book_task(TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
-                                       reported.resources, TaskState.LOST))
-            kill.setdefault(reported.framework_id, []).append(reported.task_id)
-        return [ToAgent(agent.agent_id, protocol.KillTasks(fw, sorted(ids))) for fw, ids in sorted(kill.items())]
-
-    def remove_agent(self, agent_id: str, reason: str, now: float) -> list[Effect]:
-        """Drop an agent: its tasks go LOST (published as the master's own updates), its offers are
-        rescinded and its resources leave the pool; if it comes back it is re-admitted afresh."""
-        agent = self.agents.pop(agent_id)
-        effects: list[Effect] = []
-        rescinded: dict[str, list[str]] = {}
-        for offer_id in sorted(agent.offers):
-            offer = self.offers.pop(offer_id)
-            framework = self.frameworks.get(offer.framework_id)
-            if framework is not None:
-                framework.offers.discard(offer_id)
-                framework.allocated = framework.allocated - offer.resources.quantity()
-            rescinded.setdefault(offer.framework_id, []).append(offer_id)
-        effects.extend(ToFramework(fw, protocol.Rescind(ids)) for fw, ids in sorted(rescinded.items()))
-        lost: set[tuple[str, str]] = set()
-        for key in sorted(agent.tasks):
-            task = self.tasks.pop(key)
-            framework = self.frameworks.get(task.framework_id)
-            if framework is not None:
-                framework.tasks.discard(task.task_id)
-                framework.allocated = framework.allocated - task.resources.quantity()
-            if not task.state.terminal:  # a LOST task still draining after a re-admission is already told
-                status = self._master_status(task.framework_id, task.task_id, agent_id, TaskState.LOST,
-                                             "REASON_AGENT_REMOVED", reason, now)
-                task.state, task.last_status = TaskState.LOST, status
-                effects.append(PublishStatus(status))
-            self._complete(key, task)
-            lost.add(key)
-        self.total = self.total - agent.total
-        self.removed_agents[agent_id] = lost
-        while len(self.removed_agents) > REMOVED_AGENTS_KEPT:
-            self.removed_agents.popitem(last=False)
-        self._changed()
-        effects.append(PublishEvent("agent.removed", {"agent_id": agent_id, "reason": reason,
-                                                      "tasks_lost": len(lost)}))
-        return effects
-
-    def agent_timeout(self, agent: AgentRecord) -> float:
-        """Seconds of silence after which ``agent`` is removed."""
-        ping = self.config.agent_ping_timeout or agent.heartbeat_interval
-        return ping * self.config.max_missed_heartbeats
-
-    def _complete(self, key: tuple[str, str], task: TaskRecord) -> None:
-        self.completed[key] = task
-        while len(self.completed) > COMPLETED_TASKS_KEPT:
-            self.completed.popitem(last=False)
-
-    def _adopt(self, agent: AgentRecord, reported: protocol.AgentTask) -> None:
-        """A task an agent runs that this master has not heard of (the master restarted)."""
-        key = (reported.framework_id, reported.task_id)
-        if key in self.tasks or key in self.completed or reported.state.terminal \
-                or not reported.resources <= agent.free:
-            return
-        self._book_task(TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
-                                   reported.resources, reported.state))
-
-    def _book_task(self, task: TaskRecord) -> None:
-        """A live task holds its resources on its agent and counts in its framework's share."""
-        key = (task.framework_id, task.task_id)
-        self.tasks[key] = task
-        agent = self.agents[task.agent_id]
-        agent.free = agent.free - task.resources
-        agent.tasks.add(key)
-        framework = self.frameworks.get(task.framework_id)
-        if framework is not None:
-            framework.tasks.add(task.task_id)
-            framework.allocated = framework.allocated + task.resources.quantity()
-
-    def _unbook_task(self, task: TaskRecord) -> None:
-        """The reverse of ``_book_task``, once the task has ended (its agent may be gone)."""
-        key = (task.framework_id, task.task_id)
-        del self.tasks[key]
-        agent = self.agents.get(task.agent_id)
-        if agent is not None:
-            agent.tasks.discard(key)
-            agent.free = agent.free + task.resources
-            self.allocator.agent_changed(agent.agent_id)
-        framework = self.frameworks.get(task.framework_id)
-        if framework is not None:
-            framework.tasks.discard(task.task_id)
-            framework.allocated = framework.allocated - task.resources.quantity()
-
-    def _in_use(self, agent: AgentRecord) -> Resources:
-        used = Resources()
-        for key in agent.tasks:
-            used = used + self.tasks[key].resources
-        for offer_id in agent.offers:
-            used = used + self.offers[offer_id].resources
-        return used
-
-    def _set_total(self, agent: AgentRecord, total: Resources) -> None:
-        self.total = self.total - agent.total + total
-        agent.free = total - self._in_use(agent)
-        agent.total = total
-        self.allocator.agent_changed(agent.agent_id)
-        self._changed()
 
     # -- framework calls --------------------------------------------------------------------
     def subscribe(self, call: protocol.Subscribe, reply_to: str | None, call_id: str, now: float) -> list[Effect]:

@@ -1,0 +1,195 @@
+"""The master's rules for agents: admission, heartbeats, adoption of reported tasks, removal.
+
+A mixin of ``MasterState`` (``core.master``), kept apart because agent lifecycle is a domain of its
+own: what a REGISTER or HEARTBEAT changes, when silence makes an agent lost, and how a returning agent
+is re-admitted (Mesos' rules for frameworks that are not partition-aware).
+"""
+
+from __future__ import annotations
+
+import collections
+
+from broker_mesos.core import protocol
+from broker_mesos.core.allocation.engine import Allocator
+from broker_mesos.core.master_model import (
+    COMPLETED_TASKS_KEPT,
+    REMOVED_AGENTS_KEPT,
+    AgentRecord,
+    Effect,
+    FrameworkRecord,
+    MasterConfig,
+    OfferRecord,
+    PublishEvent,
+    PublishStatus,
+    TaskRecord,
+    ToAgent,
+    ToFramework,
+)
+from broker_mesos.core.protocol import TaskState, TaskStatus
+from broker_mesos.core.resources import Resources
+
+
+class AgentRules:
+    """Agent lifecycle; the state it works on is ``MasterState``'s."""
+
+    config: MasterConfig
+    allocator: Allocator
+    agents: dict[str, AgentRecord]
+    frameworks: dict[str, FrameworkRecord]
+    tasks: dict[tuple[str, str], TaskRecord]
+    offers: dict[str, OfferRecord]
+    completed: collections.OrderedDict[tuple[str, str], TaskRecord]
+    removed_agents: collections.OrderedDict[str, set[tuple[str, str]]]
+    total: Resources
+
+    def _changed(self) -> None:
+        raise NotImplementedError
+
+    def _master_status(self, framework_id: str, task_id: str, agent_id: str, state: TaskState, reason: str,
+                       message: str, now: float) -> TaskStatus:
+        raise NotImplementedError
+
+    # -- agents -----------------------------------------------------------------------------
+    def agent_info(self, info: protocol.Register | protocol.Heartbeat, now: float) -> list[Effect]:
+        """REGISTER or HEARTBEAT: admit a new agent (adopting tasks it reports), or refresh a known one."""
+        agent = self.agents.get(info.agent_id)
+        if agent is not None:
+            agent.last_seen = now
+            agent.hostname = info.hostname
+            agent.attributes = dict(info.attributes)
+            agent.heartbeat_interval = info.heartbeat_interval
+            if info.resources != agent.total and self._in_use(agent) <= info.resources:
+                self._set_total(agent, info.resources)
+            for reported in info.tasks:  # launched by a master that died before it persisted them
+                self._adopt(agent, reported)
+            return []
+        agent = AgentRecord(info.agent_id, info.hostname, info.resources, info.resources,
+                            dict(info.attributes), now, info.heartbeat_interval)
+        self.agents[agent.agent_id] = agent
+        self.total = self.total + agent.total
+        self.allocator.agent_changed(agent.agent_id)
+        effects: list[Effect] = []
+        declared_lost = self.removed_agents.pop(info.agent_id, None)
+        if declared_lost is not None:
+            effects.extend(self._readmit(agent, info, declared_lost))
+        for reported in info.tasks:
+            self._adopt(agent, reported)
+        self._changed()
+        effects.append(PublishEvent("agent.added", {
+            "agent_id": agent.agent_id, "hostname": agent.hostname, "resources": agent.total.to_wire(),
+            "readmitted": declared_lost is not None}))
+        return effects
+
+    def _readmit(self, agent: AgentRecord, info: protocol.Register | protocol.Heartbeat,
+                 declared_lost: set[tuple[str, str]]) -> list[Effect]:
+        """An agent removed for silence is back: it is admitted afresh, and the tasks the master already
+        declared LOST are killed (Mesos' rule for frameworks that are not partition-aware, which ours are
+        not: they have been told LOST and may have replaced them). Until the agent reports them ended,
+        those tasks keep holding their resources, still LOST in the master's books."""
+        kill: dict[str, list[str]] = {}
+        for reported in info.tasks:
+            key = (reported.framework_id, reported.task_id)
+            if key not in declared_lost or reported.state.terminal or not reported.resources <= agent.free:
+                continue
+            self.completed.pop(key, None)
+            self._book_task(TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
+                                       reported.resources, TaskState.LOST))
+            kill.setdefault(reported.framework_id, []).append(reported.task_id)
+        return [ToAgent(agent.agent_id, protocol.KillTasks(fw, sorted(ids))) for fw, ids in sorted(kill.items())]
+
+    def remove_agent(self, agent_id: str, reason: str, now: float) -> list[Effect]:
+        """Drop an agent: its tasks go LOST (published as the master's own updates), its offers are
+        rescinded and its resources leave the pool; if it comes back it is re-admitted afresh."""
+        agent = self.agents.pop(agent_id)
+        effects: list[Effect] = []
+        rescinded: dict[str, list[str]] = {}
+        for offer_id in sorted(agent.offers):
+            offer = self.offers.pop(offer_id)
+            framework = self.frameworks.get(offer.framework_id)
+            if framework is not None:
+                framework.offers.discard(offer_id)
+                framework.allocated = framework.allocated - offer.resources.quantity()
+            rescinded.setdefault(offer.framework_id, []).append(offer_id)
+        effects.extend(ToFramework(fw, protocol.Rescind(ids)) for fw, ids in sorted(rescinded.items()))
+        lost: set[tuple[str, str]] = set()
+        for key in sorted(agent.tasks):
+            task = self.tasks.pop(key)
+            framework = self.frameworks.get(task.framework_id)
+            if framework is not None:
+                framework.tasks.discard(task.task_id)
+                framework.allocated = framework.allocated - task.resources.quantity()
+            if not task.state.terminal:  # a LOST task still draining after a re-admission is already told
+                status = self._master_status(task.framework_id, task.task_id, agent_id, TaskState.LOST,
+                                             "REASON_AGENT_REMOVED", reason, now)
+                task.state, task.last_status = TaskState.LOST, status
+                effects.append(PublishStatus(status))
+            self._complete(key, task)
+            lost.add(key)
+        self.total = self.total - agent.total
+        self.removed_agents[agent_id] = lost
+        while len(self.removed_agents) > REMOVED_AGENTS_KEPT:
+            self.removed_agents.popitem(last=False)
+        self._changed()
+        effects.append(PublishEvent("agent.removed", {"agent_id": agent_id, "reason": reason,
+                                                      "tasks_lost": len(lost)}))
+        return effects
+
+    def agent_timeout(self, agent: AgentRecord) -> float:
+        """Seconds of silence after which ``agent`` is removed."""
+        ping = self.config.agent_ping_timeout or agent.heartbeat_interval
+        return ping * self.config.max_missed_heartbeats
+
+    def _complete(self, key: tuple[str, str], task: TaskRecord) -> None:
+        self.completed[key] = task
+        while len(self.completed) > COMPLETED_TASKS_KEPT:
+            self.completed.popitem(last=False)
+
+    def _adopt(self, agent: AgentRecord, reported: protocol.AgentTask) -> None:
+        """A task an agent runs that this master has not heard of (the master restarted)."""
+        key = (reported.framework_id, reported.task_id)
+        if key in self.tasks or key in self.completed or reported.state.terminal \
+                or not reported.resources <= agent.free:
+            return
+        self._book_task(TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
+                                   reported.resources, reported.state))
+
+    def _book_task(self, task: TaskRecord) -> None:
+        """A live task holds its resources on its agent and counts in its framework's share."""
+        key = (task.framework_id, task.task_id)
+        self.tasks[key] = task
+        agent = self.agents[task.agent_id]
+        agent.free = agent.free - task.resources
+        agent.tasks.add(key)
+        framework = self.frameworks.get(task.framework_id)
+        if framework is not None:
+            framework.tasks.add(task.task_id)
+            framework.allocated = framework.allocated + task.resources.quantity()
+
+    def _unbook_task(self, task: TaskRecord) -> None:
+        """The reverse of ``_book_task``, once the task has ended (its agent may be gone)."""
+        key = (task.framework_id, task.task_id)
+        del self.tasks[key]
+        agent = self.agents.get(task.agent_id)
+        if agent is not None:
+            agent.tasks.discard(key)
+            agent.free = agent.free + task.resources
+            self.allocator.agent_changed(agent.agent_id)
+        framework = self.frameworks.get(task.framework_id)
+        if framework is not None:
+            framework.tasks.discard(task.task_id)
+            framework.allocated = framework.allocated - task.resources.quantity()
+
+    def _in_use(self, agent: AgentRecord) -> Resources:
+        used = Resources()
+        for key in agent.tasks:
+            used = used + self.tasks[key].resources
+        for offer_id in agent.offers:
+            used = used + self.offers[offer_id].resources
+        return used
+
+    def _set_total(self, agent: AgentRecord, total: Resources) -> None:
+        self.total = self.total - agent.total + total
+        agent.free = total - self._in_use(agent)
+        agent.total = total
+        self.allocator.agent_changed(agent.agent_id)
+        self._changed()

@@ -1,0 +1,129 @@
+"""The master's data model: the effects its rules return, its records of the cluster, its config.
+
+Plain data, no rules: ``core.master`` (framework calls, offers, rounds) and ``core.master_agents``
+(agent lifecycle) change these records; ``master.registry`` persists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker_mesos.core.allocation.registry import DEFAULT_POLICY
+from broker_mesos.core.protocol import TaskState, TaskStatus
+from broker_mesos.core.resources import Resources
+
+COMPLETED_TASKS_KEPT = 10_000
+REMOVED_AGENTS_KEPT = 1_000
+
+
+# -- effects ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ToFramework:
+    """Send ``body`` to a framework: to ``reply_to`` when given, else to its ``offers.<id>`` queue."""
+
+    framework_id: str
+    body: Any
+    reply_to: str | None = None
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToAgent:
+    agent_id: str
+    body: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PublishStatus:
+    """A status update the master decides itself (LOST, ERROR, DROPPED), published on ``status``."""
+
+    status: TaskStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PublishEvent:
+    kind: str
+    detail: dict[str, Any]
+
+
+Effect = ToFramework | ToAgent | PublishStatus | PublishEvent
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AgentRecord:
+    agent_id: str
+    hostname: str
+    total: Resources
+    free: Resources
+    attributes: dict[str, str]
+    last_seen: float
+    heartbeat_interval: float
+    tasks: set[tuple[str, str]] = field(default_factory=set)
+    offers: set[str] = field(default_factory=set)
+    # not removed for silence before this time (set when a new master restores it from the registry)
+    grace_until: float = 0.0
+
+
+@dataclass(slots=True)
+class FrameworkRecord:
+    framework_id: str
+    name: str
+    role: str
+    weight: float
+    seq: int
+    reply_to: str | None
+    suppressed: bool = False
+    allocated: Resources = field(default_factory=Resources)
+    # agent id -> [(until, refused resources)]: Mesos' refused-resources filters
+    filters: dict[str, list[tuple[float, Resources]]] = field(default_factory=dict)
+    offers: set[str] = field(default_factory=set)
+    tasks: set[str] = field(default_factory=set)
+    failover_timeout: float = 0.0
+    # set while the framework's scheduler is gone: it keeps its tasks until failover_timeout has passed
+    disconnected_at: float | None = None
+    suppressed_before_disconnect: bool = False
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    task_id: str
+    framework_id: str
+    agent_id: str
+    resources: Resources
+    state: TaskState
+    last_status: TaskStatus | None = None
+
+
+@dataclass(slots=True)
+class OfferRecord:
+    offer_id: str
+    framework_id: str
+    agent_id: str
+    resources: Resources
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MasterConfig:
+    master_id: str = "master"
+    allocation_interval: float = 1.0
+    batch_threshold: int = 1000
+    offer_timeout: float = 30.0
+    # an agent is removed after this many heartbeats are missed in a row (0: never; `bmesos master`
+    # defaults to 5); a heartbeat is missed when agent_ping_timeout (default: the interval the agent
+    # reports) passes without one
+    max_missed_heartbeats: int = 0
+    agent_ping_timeout: float | None = None
+    # after a master takes over (registry restored), agents it knows get this long to re-register before
+    # the heartbeat rule applies to them: their own reconnect after a broker restart takes time (Mesos'
+    # --agent_reregister_timeout)
+    agent_reregister_timeout: float = 10.0
+    # the allocator policy at start (by registry name) and its parameters; switchable at runtime
+    allocator: str = DEFAULT_POLICY
+    allocator_params: tuple[tuple[str, str], ...] = ()
