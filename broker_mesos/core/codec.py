@@ -101,13 +101,22 @@ def _encoder_for(cls: type) -> Encoder:
 
 
 def _compile_encoder(cls: type) -> Encoder:
+    """Generate a straight-line encoder for ``cls`` (as dataclasses does for ``__init__``): offers
+    and status updates are encoded by the thousand per round, so no per-field loop or lookup."""
     hints = typing.get_type_hints(cls)
-    fields = [(f.name, _value_encoder(hints[f.name])) for f in dataclasses.fields(cls)]
-
-    def enc(obj: Any) -> dict[str, Any]:
-        return {name: (f(v) if f else v) for name, f in fields if (v := getattr(obj, name)) is not None}
-
-    return enc
+    namespace: dict[str, Any] = {}
+    lines = ["def enc(obj):", "    out = {}"]
+    for i, f in enumerate(dataclasses.fields(cls)):
+        field_encoder = _value_encoder(hints[f.name])
+        lines.append(f"    v = obj.{f.name}")
+        if field_encoder is None:
+            lines.append(f"    if v is not None: out[{f.name!r}] = v")
+        else:
+            namespace[f"f{i}"] = field_encoder
+            lines.append(f"    if v is not None: out[{f.name!r}] = f{i}(v)")
+    lines.append("    return out")
+    exec("\n".join(lines), namespace)  # the source is built above from field names only
+    return namespace["enc"]  # type: ignore[no-any-return]
 
 
 def _value_encoder(tp: Any) -> Encoder | None:
