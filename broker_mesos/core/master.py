@@ -75,7 +75,8 @@ class MasterState(AgentRules):
         if framework is None:
             framework = FrameworkRecord(call.framework_id, call.name, call.role, call.weight,
                                         next(self._framework_seq), reply_to,
-                                        failover_timeout=call.failover_timeout)
+                                        failover_timeout=call.failover_timeout,
+                                        partition_aware=call.partition_aware)
             self.frameworks[call.framework_id] = framework
             for key, task in self.tasks.items():
                 if key[0] == call.framework_id:
@@ -86,6 +87,7 @@ class MasterState(AgentRules):
             framework.name, framework.role, framework.weight = call.name, call.role, call.weight
             framework.reply_to = reply_to
             framework.failover_timeout = call.failover_timeout
+            framework.partition_aware = call.partition_aware
             self.framework_connected(call.framework_id, now)
             event = "framework.resubscribed"
         self._changed()

@@ -71,7 +71,7 @@ class AgentRules:
         effects: list[Effect] = []
         declared_lost = self.removed_agents.pop(info.agent_id, None)
         if declared_lost is not None:
-            effects.extend(self._readmit(agent, info, declared_lost))
+            effects.extend(self._readmit(agent, info, declared_lost, now))
         for reported in info.tasks:
             self._adopt(agent, reported)
         self._changed()
@@ -81,25 +81,36 @@ class AgentRules:
         return effects
 
     def _readmit(self, agent: AgentRecord, info: protocol.Register | protocol.Heartbeat,
-                 declared_lost: set[tuple[str, str]]) -> list[Effect]:
-        """An agent removed for silence is back: it is admitted afresh, and the tasks the master already
-        declared LOST are killed (Mesos' rule for frameworks that are not partition-aware, which ours are
-        not: they have been told LOST and may have replaced them). Until the agent reports them ended,
-        those tasks keep holding their resources, still LOST in the master's books."""
+                 declared_lost: set[tuple[str, str]], now: float) -> list[Effect]:
+        """An agent removed for silence is back and admitted afresh (Mesos' rules). Tasks of frameworks
+        that are not partition-aware were declared LOST (they may have been replaced): they are killed,
+        and until the agent reports them ended they keep holding their resources, still LOST in the books.
+        Tasks that were declared UNREACHABLE (partition-aware frameworks) are taken back as they are, and
+        their framework is told their current state."""
         kill: dict[str, list[str]] = {}
+        effects: list[Effect] = []
         for reported in info.tasks:
             key = (reported.framework_id, reported.task_id)
             if key not in declared_lost or reported.state.terminal or not reported.resources <= agent.free:
                 continue
-            self.completed.pop(key, None)
+            earlier = self.completed.pop(key, None)
+            if earlier is not None and earlier.state == TaskState.UNREACHABLE:
+                self._book_task(TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
+                                           reported.resources, reported.state))
+                effects.append(PublishStatus(self._master_status(
+                    reported.framework_id, reported.task_id, agent.agent_id, reported.state,
+                    "REASON_AGENT_REREGISTERED", "its agent is back", now)))
+                continue
             self._book_task(TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
                                        reported.resources, TaskState.LOST))
             kill.setdefault(reported.framework_id, []).append(reported.task_id)
-        return [ToAgent(agent.agent_id, protocol.KillTasks(fw, sorted(ids))) for fw, ids in sorted(kill.items())]
+        effects.extend(ToAgent(agent.agent_id, protocol.KillTasks(fw, sorted(ids))) for fw, ids in sorted(kill.items()))
+        return effects
 
     def remove_agent(self, agent_id: str, reason: str, now: float) -> list[Effect]:
-        """Drop an agent: its tasks go LOST (published as the master's own updates), its offers are
-        rescinded and its resources leave the pool; if it comes back it is re-admitted afresh."""
+        """Drop an agent: its tasks go LOST, or UNREACHABLE for partition-aware frameworks (published as
+        the master's own updates), its offers are rescinded and its resources leave the pool; if it
+        comes back it is re-admitted afresh."""
         agent = self.agents.pop(agent_id)
         effects: list[Effect] = []
         rescinded: dict[str, list[str]] = {}
@@ -119,9 +130,12 @@ class AgentRules:
                 framework.tasks.discard(task.task_id)
                 framework.allocated = framework.allocated - task.resources.quantity()
             if not task.state.terminal:  # a LOST task still draining after a re-admission is already told
-                status = self._master_status(task.framework_id, task.task_id, agent_id, TaskState.LOST,
-                                             "REASON_AGENT_REMOVED", reason, now)
-                task.state, task.last_status = TaskState.LOST, status
+                aware = framework is not None and framework.partition_aware
+                state = TaskState.UNREACHABLE if aware else TaskState.LOST
+                status = self._master_status(task.framework_id, task.task_id, agent_id, state,
+                                             "REASON_AGENT_UNREACHABLE" if aware else "REASON_AGENT_REMOVED",
+                                             reason, now)
+                task.state, task.last_status = state, status
                 effects.append(PublishStatus(status))
             self._complete(key, task)
             lost.add(key)

@@ -85,6 +85,7 @@ class FrameworkRecord:
     offers: set[str] = field(default_factory=set)
     tasks: set[str] = field(default_factory=set)
     failover_timeout: float = 0.0
+    partition_aware: bool = False
     # set while the framework's scheduler is gone: it keeps its tasks until failover_timeout has passed
     disconnected_at: float | None = None
     suppressed_before_disconnect: bool = False

@@ -29,6 +29,7 @@ class TaskState(enum.StrEnum):
     LOST = "TASK_LOST"
     ERROR = "TASK_ERROR"
     DROPPED = "TASK_DROPPED"
+    UNREACHABLE = "TASK_UNREACHABLE"
 
     @property
     def terminal(self) -> bool:
@@ -133,6 +134,9 @@ class Subscribe:
     weight: float = bounded(0.001, 1e6, default=1.0)
     user: str = ""
     failover_timeout: float = bounded(0.0, MAX_REFUSE_SECONDS, default=0.0)
+    # Mesos' PARTITION_AWARE capability: tasks on a lost agent go TASK_UNREACHABLE (not LOST) and are
+    # kept, not killed, if the agent comes back
+    partition_aware: bool = False
 
 
 @message("ACCEPT")

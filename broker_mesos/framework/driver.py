@@ -124,7 +124,7 @@ class SchedulerDriver:
 
     def __init__(self, scheduler: Scheduler, broker_url: str, name: str, *, framework_id: str | None = None,
                  role: str = "*", weight: float = 1.0, failover_timeout: float = 0.0,
-                 connect_timeout: float = 15.0) -> None:
+                 partition_aware: bool = False, connect_timeout: float = 15.0) -> None:
         self.scheduler = scheduler
         self.name = name
         self.framework_id = framework_id or default_framework_id(name)
@@ -133,6 +133,7 @@ class SchedulerDriver:
         self.role = role
         self.weight = weight
         self.failover_timeout = failover_timeout
+        self.partition_aware = partition_aware
         self.subscribed = False
         self.bus = Bus(broker_url, f"framework {self.framework_id}", connect_timeout=connect_timeout)
         self._offers_queue, self._status_queue = topology.framework_queues(self.framework_id)
@@ -250,7 +251,8 @@ class SchedulerDriver:
     def _subscribe(self) -> None:
         self._last_resubscribe = time.monotonic()
         self._call(protocol.Subscribe(self.framework_id, self.name, self.role, self.weight,
-                                      failover_timeout=self.failover_timeout))
+                                      failover_timeout=self.failover_timeout,
+                                      partition_aware=self.partition_aware))
         log.info("framework=%s subscribing", self.framework_id)
 
     def _on_master_event(self, delivery: Delivery) -> None:

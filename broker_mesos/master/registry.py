@@ -51,7 +51,8 @@ def snapshot(state: MasterState, master_id: str, seen_consuming: set[str]) -> by
                    for a in state.agents.values()],
         "frameworks": [[f.framework_id, f.name, f.role, f.weight, f.seq, f.reply_to,
                         f.suppressed_before_disconnect if f.disconnected_at is not None else f.suppressed,
-                        f.failover_timeout, f.disconnected_at is not None, f.framework_id in seen_consuming]
+                        f.failover_timeout, f.disconnected_at is not None, f.framework_id in seen_consuming,
+                        f.partition_aware]
                        for f in state.frameworks.values()],
         "tasks": [[t.framework_id, t.task_id, t.agent_id, t.resources.to_wire(), t.state.value]
                   for t in state.tasks.values()],
@@ -93,9 +94,9 @@ def _load(state: MasterState, data: dict[str, Any], now: float) -> None:
         state.agents[agent_id] = AgentRecord(agent_id, hostname, resources, resources, dict(attributes), now,
                                              float(interval), grace_until=now + state.config.agent_reregister_timeout)
         state.total = state.total + resources
-    for fw, name, role, weight, seq, reply_to, suppressed, failover, disconnected, _seen in data["frameworks"]:
+    for fw, name, role, weight, seq, reply_to, suppressed, failover, disconnected, _seen, *rest in data["frameworks"]:
         record = FrameworkRecord(fw, name, role, float(weight), int(seq), reply_to, suppressed=bool(suppressed),
-                                 failover_timeout=float(failover))
+                                 failover_timeout=float(failover), partition_aware=bool(rest and rest[0]))
         state.frameworks[fw] = record
         if disconnected:
             record.disconnected_at = now  # its failover timeout starts again: conservative, never early

@@ -116,3 +116,28 @@ def test_restored_agents_get_the_reregister_timeout_before_the_heartbeat_rule() 
     removed = restored.tick(110.5)
     assert "a1" not in restored.agents
     assert any(isinstance(e, PublishEvent) and e.kind == "agent.removed" for e in removed)
+
+
+def test_partition_aware_tasks_go_unreachable_and_are_kept_when_the_agent_returns() -> None:
+    state, offers = cluster()
+    state.subscribe(protocol.Subscribe("fw", "fw", failover_timeout=10.0, partition_aware=True), None, "c", 0.0)
+    launch(state, offers, "t1")
+    effects = state.tick(3.2)
+    (unreachable,) = [e.status for e in effects if isinstance(e, PublishStatus)]
+    assert (unreachable.state, unreachable.reason) == (TaskState.UNREACHABLE, "REASON_AGENT_UNREACHABLE")
+    assert not unreachable.state.terminal
+    reconciled = state.reconcile(protocol.Reconcile("fw", ["t1"]), None, "c", 4.0)[0].body.updates
+    assert reconciled[0].state == TaskState.UNREACHABLE
+    state.check_invariants()
+
+    running = protocol.AgentTask("t1", "fw", TASK, TaskState.RUNNING)
+    effects = state.agent_info(protocol.Heartbeat("a1", "h", AGENT, tasks=[running], heartbeat_interval=1.0), 5.0)
+    assert not [e for e in effects if isinstance(e, ToAgent)]  # not killed
+    (back,) = [e.status for e in effects if isinstance(e, PublishStatus)]
+    assert (back.task_id, back.state, back.reason) == ("t1", TaskState.RUNNING, "REASON_AGENT_REREGISTERED")
+    assert state.tasks[("fw", "t1")].state == TaskState.RUNNING
+    assert state.agents["a1"].free == AGENT - TASK
+    state.check_invariants()
+    state.status_update(protocol.TaskStatus("t1", "fw", "a1", TaskState.FINISHED, "u-f", 6.0), 6.0)
+    assert state.agents["a1"].free == AGENT
+    state.check_invariants()
