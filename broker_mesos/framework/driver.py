@@ -33,8 +33,9 @@ from broker_mesos.bus import topology
 from broker_mesos.bus.connection import Bus, Delivery
 from broker_mesos.core import codec, protocol
 from broker_mesos.core.errors import ProtocolError
-from broker_mesos.core.protocol import CommandInfo, Offer, TaskInfo, TaskStatus
+from broker_mesos.core.protocol import CommandInfo, TaskInfo, TaskStatus
 from broker_mesos.core.resources import Resources
+from broker_mesos.framework.calls import SchedulerCalls
 from broker_mesos.framework.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def _call_type(cls: type) -> str:
     return name
 
 
-class SchedulerDriver:
+class SchedulerDriver(SchedulerCalls):
     """Runs one framework: ``run()`` blocks, or ``start()`` it in a thread, then ``stop()`` / ``join()``."""
 
     def __init__(self, scheduler: Scheduler, broker_url: str, name: str, *, framework_id: str | None = None,
@@ -196,37 +197,9 @@ class SchedulerDriver:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    # -- calls (thread-safe; each returns the call id the master echoes in an ERROR) ----------
-    def accept(self, offer_ids: Iterable[str], tasks: Iterable[TaskInfo], refuse_seconds: float = 0.0) -> str:
-        offer_ids = list(offer_ids)
+    # -- calls (SchedulerCalls: accept, launch, decline, kill, ...; thread-safe) ---------------
+    def _offers_answered(self, offer_ids: list[str]) -> None:
         self._on_loop(lambda: self._outstanding.difference_update(offer_ids))
-        return self._call(protocol.Accept(self.framework_id, list(offer_ids), list(tasks), float(refuse_seconds)))
-
-    def launch(self, offer: Offer, tasks: Iterable[TaskInfo], refuse_seconds: float = 0.0) -> str:
-        """Accept one offer with ``tasks`` (whose agent_id must be the offer's agent)."""
-        return self.accept([offer.offer_id], tasks, refuse_seconds)
-
-    def decline(self, offer_ids: Iterable[str], refuse_seconds: float = protocol.DEFAULT_REFUSE_SECONDS) -> str:
-        offer_ids = list(offer_ids)
-        self._on_loop(lambda: self._outstanding.difference_update(offer_ids))
-        return self._call(protocol.Decline(self.framework_id, list(offer_ids), float(refuse_seconds)))
-
-    def kill(self, task_id: str) -> str:
-        return self._call(protocol.Kill(self.framework_id, [task_id]))
-
-    def revive(self) -> str:
-        return self._call(protocol.Revive(self.framework_id))
-
-    def suppress(self) -> str:
-        return self._call(protocol.Suppress(self.framework_id))
-
-    def reconcile(self, task_ids: Iterable[str] = ()) -> str:
-        """Ask for the latest state of ``task_ids`` (all tasks when empty); answers arrive as updates."""
-        return self._call(protocol.Reconcile(self.framework_id, list(task_ids)))
-
-    def teardown(self) -> str:
-        """Kill every task of this framework and make the master forget it."""
-        return self._call(protocol.Teardown(self.framework_id))
 
     def _call(self, body: Any) -> str:
         msg_id = uuid.uuid4().hex

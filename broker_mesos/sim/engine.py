@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +29,9 @@ from broker_mesos.core.master import (
     ToAgent,
     ToFramework,
 )
-from broker_mesos.core.protocol import Offer, TaskInfo, TaskState, TaskStatus
+from broker_mesos.core.protocol import TaskInfo, TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
+from broker_mesos.framework.calls import SchedulerCalls
 from broker_mesos.framework.scheduler import Scheduler
 
 Duration = Callable[[TaskInfo], float]
@@ -59,7 +60,7 @@ class Counters:
     events: dict[str, int] = field(default_factory=dict)
 
 
-class SimDriver:
+class SimDriver(SchedulerCalls):
     """What a scheduler calls in the simulator; the same calls as ``SchedulerDriver``.
 
     Each call reaches the master ``latency`` seconds later and returns its call id at once; a refused
@@ -74,27 +75,6 @@ class SimDriver:
     @property
     def now(self) -> float:
         return self.sim.now
-
-    def accept(self, offer_ids: Iterable[str], tasks: Iterable[TaskInfo], refuse_seconds: float = 0.0) -> str:
-        return self._call(protocol.Accept(self.framework_id, list(offer_ids), list(tasks), float(refuse_seconds)))
-
-    def launch(self, offer: Offer, tasks: Iterable[TaskInfo], refuse_seconds: float = 0.0) -> str:
-        return self.accept([offer.offer_id], tasks, refuse_seconds)
-
-    def decline(self, offer_ids: Iterable[str], refuse_seconds: float = protocol.DEFAULT_REFUSE_SECONDS) -> str:
-        return self._call(protocol.Decline(self.framework_id, list(offer_ids), float(refuse_seconds)))
-
-    def kill(self, task_id: str) -> str:
-        return self._call(protocol.Kill(self.framework_id, [task_id]))
-
-    def revive(self) -> str:
-        return self._call(protocol.Revive(self.framework_id))
-
-    def suppress(self) -> str:
-        return self._call(protocol.Suppress(self.framework_id))
-
-    def teardown(self) -> str:
-        return self._call(protocol.Teardown(self.framework_id))
 
     def _call(self, body: Any) -> str:
         call_id = f"{self.framework_id}-C{next(self._ids)}"
@@ -192,6 +172,7 @@ class Simulation:
             protocol.Revive: lambda: self.master.revive(body, self.now),
             protocol.Suppress: lambda: self.master.suppress(body, self.now),
             protocol.Teardown: lambda: self.master.teardown(body, self.now),
+            protocol.Reconcile: lambda: self.master.reconcile(body, None, call_id, self.now),
         }
         if isinstance(body, protocol.Accept):
             self.counters.accepts += 1

@@ -145,3 +145,21 @@ def test_the_simulator_stays_pure() -> None:
              "print(sorted(m for m in sys.modules if m == 'pika' or m.startswith('broker_mesos.bus')))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_reconcile_answers_in_the_simulator_as_from_the_real_master() -> None:
+    class Asker(Scheduler):
+        def __init__(self) -> None:
+            self.updates: list[TaskStatus] = []
+
+        def registered(self, driver: object, framework_id: str) -> None:
+            driver.reconcile(["never-launched"])  # type: ignore[attr-defined]
+
+        def status_update(self, driver: object, status: TaskStatus) -> None:
+            self.updates.append(status)
+
+    sim = Simulation()
+    asker = Asker()
+    sim.add_framework("asker", asker, lambda task: 1.0)
+    sim.run(until=1.0)
+    assert [(u.task_id, u.state) for u in asker.updates] == [("never-launched", TaskState.LOST)]
