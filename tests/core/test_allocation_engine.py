@@ -10,6 +10,7 @@ import pytest
 from broker_mesos.core import protocol
 from broker_mesos.core.allocation import Allocator, PolicyRegistry, RoleConfig
 from broker_mesos.core.allocation.binpack import used_fraction
+from broker_mesos.core.allocation.engine import allocatable
 from broker_mesos.core.allocation.policy import dominant_share
 from broker_mesos.core.errors import PolicyError
 from broker_mesos.core.master import MasterConfig, MasterState, ToFramework
@@ -276,3 +277,14 @@ def test_role_config_is_validated() -> None:
     with pytest.raises(CallRefused, match="bad role name"):
         c.role("a b")
     assert c.state.allocator.role("r") == RoleConfig()
+
+
+def test_crumbs_are_not_offered() -> None:
+    """Mesos' minimum allocatable resources: too little CPU and too little memory is not an offer."""
+    assert not allocatable(Resources.of(cpus=0.001, mem=1))
+    assert allocatable(Resources.of(cpus=0.5))
+    assert allocatable(Resources.of(mem=64))
+    state = MasterState(MasterConfig("m", allocation_interval=0.0))
+    state.subscribe(protocol.Subscribe("fw"), None, "c", 0.0)
+    state.agent_info(protocol.Register("a", "a", Resources.of(disk=5)), 0.0)
+    assert not [e for e in state.tick(1.0) if isinstance(e, ToFramework)]
