@@ -148,7 +148,7 @@ class MasterState(AgentRules):
         for task in call.tasks:
             self.completed.pop((framework.framework_id, task.task_id), None)
             self._book_task(TaskRecord(task.task_id, framework.framework_id, task.agent_id, task.resources,
-                                       TaskState.STAGING))
+                                       TaskState.STAGING, launched_at=now))
             by_agent.setdefault(task.agent_id, []).append(task)
         if call.refuse_seconds > 0:
             for agent_id, resources in offered.items():

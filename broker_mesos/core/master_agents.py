@@ -28,6 +28,8 @@ from broker_mesos.core.master_model import (
 from broker_mesos.core.protocol import TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
 
+STAGING_GRACE = 5.0  # seconds a launched task may stay unknown to its agent before it is dropped
+
 
 class AgentRules:
     """Agent lifecycle; the state it works on is ``MasterState``'s."""
@@ -62,7 +64,7 @@ class AgentRules:
                 self._set_total(agent, info.resources)
             for reported in info.tasks:  # launched by a master that died before it persisted them
                 self._adopt(agent, reported)
-            return []
+            return self._drop_undelivered(agent, info, now)
         agent = AgentRecord(info.agent_id, info.hostname, info.resources, info.resources,
                             dict(info.attributes), now, info.heartbeat_interval)
         self.agents[agent.agent_id] = agent
@@ -78,6 +80,29 @@ class AgentRules:
         effects.append(PublishEvent("agent.added", {
             "agent_id": agent.agent_id, "hostname": agent.hostname, "resources": agent.total.to_wire(),
             "readmitted": declared_lost is not None}))
+        return effects
+
+    def _drop_undelivered(self, agent: AgentRecord, info: protocol.Register | protocol.Heartbeat,
+                          now: float) -> list[Effect]:
+        """Tasks still STAGING long after their launch that the agent does not report never reached it
+        (e.g. a master died with the RUN_TASKS unconfirmed): TASK_DROPPED, resources back to the pool,
+        as Mesos does for tasks missing from an agent's re-registration. The grace covers RUN_TASKS
+        still queued for a busy agent."""
+        grace = max(STAGING_GRACE, 3 * agent.heartbeat_interval)
+        reported = {(t.framework_id, t.task_id) for t in info.tasks}
+        effects: list[Effect] = []
+        for key in sorted(agent.tasks - reported):
+            task = self.tasks[key]
+            if task.state != TaskState.STAGING or now - task.launched_at <= grace:
+                continue
+            status = self._master_status(task.framework_id, task.task_id, agent.agent_id, TaskState.DROPPED,
+                                         "REASON_TASK_UNKNOWN", "the agent never received the task", now)
+            task.state, task.last_status = TaskState.DROPPED, status
+            self._unbook_task(task)
+            self._complete(key, task)
+            effects.append(PublishStatus(status))
+        if effects:
+            self._changed()
         return effects
 
     def _readmit(self, agent: AgentRecord, info: protocol.Register | protocol.Heartbeat,

@@ -99,6 +99,7 @@ class TaskRecord:
     resources: Resources
     state: TaskState
     last_status: TaskStatus | None = None
+    launched_at: float = 0.0  # when this master launched it (or restored it from the registry)
 
 
 @dataclass(slots=True)

@@ -103,7 +103,7 @@ def _load(state: MasterState, data: dict[str, Any], now: float) -> None:
             record.suppressed_before_disconnect = record.suppressed
             record.suppressed = True
     for fw, task_id, agent_id, resources, value in data["tasks"]:
-        task = TaskRecord(task_id, fw, agent_id, Resources.from_wire(resources), TaskState(value))
+        task = TaskRecord(task_id, fw, agent_id, Resources.from_wire(resources), TaskState(value), launched_at=now)
         agent = state.agents.get(agent_id)
         if agent is None or not task.resources <= agent.free:
             continue  # cannot happen in a snapshot written by MasterState; never unbalance the books

@@ -141,3 +141,20 @@ def test_partition_aware_tasks_go_unreachable_and_are_kept_when_the_agent_return
     state.status_update(protocol.TaskStatus("t1", "fw", "a1", TaskState.FINISHED, "u-f", 6.0), 6.0)
     assert state.agents["a1"].free == AGENT
     state.check_invariants()
+
+
+def test_a_staging_task_its_agent_never_received_is_dropped_after_the_grace() -> None:
+    """A RUN_TASKS lost with a dying master: the agent keeps heart-beating without the task."""
+    state, offers = cluster()
+    tasks = [protocol.TaskInfo("t1", "a1", TASK, protocol.CommandInfo("sleep 60"))]
+    state.accept(protocol.Accept("fw", [o.offer_id for o in offers], tasks), 0.0)
+    beat = protocol.Heartbeat("a1", "h", AGENT, heartbeat_interval=1.0)
+    assert not state.agent_info(beat, 4.0)  # within the grace: the RUN_TASKS may still be queued
+    (dropped,) = [e.status for e in state.agent_info(beat, 5.5) if isinstance(e, PublishStatus)]
+    assert (dropped.task_id, dropped.state, dropped.reason) == ("t1", TaskState.DROPPED, "REASON_TASK_UNKNOWN")
+    assert state.agents["a1"].free == AGENT and ("fw", "t1") not in state.tasks
+    state.check_invariants()
+    reported = protocol.Heartbeat("a1", "h", AGENT, tasks=[protocol.AgentTask("t2", "fw", TASK, TaskState.STAGING)],
+                                  heartbeat_interval=1.0)
+    state.agent_info(reported, 6.0)  # adopted from the agent: reported, so never dropped
+    assert not [e for e in state.agent_info(reported, 60.0) if isinstance(e, PublishStatus)]
