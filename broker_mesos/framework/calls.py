@@ -24,10 +24,14 @@ class SchedulerCalls:
     def _offers_answered(self, offer_ids: list[str]) -> None:
         """Hook: these offers were just accepted or declined."""
 
+    def _launching(self, task_ids: list[str]) -> None:
+        """Hook: these task ids are being launched."""
+
     def accept(self, offer_ids: Iterable[str], tasks: Iterable[TaskInfo], refuse_seconds: float = 0.0) -> str:
-        offer_ids = list(offer_ids)
+        offer_ids, tasks = list(offer_ids), list(tasks)
         self._offers_answered(offer_ids)
-        return self._call(protocol.Accept(self.framework_id, offer_ids, list(tasks), float(refuse_seconds)))
+        self._launching([t.task_id for t in tasks])
+        return self._call(protocol.Accept(self.framework_id, offer_ids, tasks, float(refuse_seconds)))
 
     def launch(self, offer: Offer, tasks: Iterable[TaskInfo], refuse_seconds: float = 0.0) -> str:
         """Accept one offer with ``tasks`` (whose agent_id must be the offer's agent)."""

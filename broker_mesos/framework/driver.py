@@ -65,6 +65,12 @@ class RecentIds:
             self._ids.popitem(last=False)
         return False
 
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+    def forget(self, item: str) -> None:
+        self._ids.pop(item, None)
+
     def __len__(self) -> int:
         return len(self._ids)
 
@@ -201,6 +207,10 @@ class SchedulerDriver(SchedulerCalls):
     def _offers_answered(self, offer_ids: list[str]) -> None:
         self._on_loop(lambda: self._outstanding.difference_update(offer_ids))
 
+    def _launching(self, task_ids: list[str]) -> None:
+        """A task id launched again is a new task: its updates count again."""
+        self._on_loop(lambda: [self._terminal_tasks.forget(task_id) for task_id in task_ids])
+
     def _call(self, body: Any) -> str:
         msg_id = uuid.uuid4().hex
         raw = codec.encode(body, time.time(), msg_id=msg_id)
@@ -322,8 +332,10 @@ class SchedulerDriver(SchedulerCalls):
         for status in updates:
             if self._seen_updates.seen(status.uuid):
                 continue
-            if status.state.terminal and self._terminal_tasks.seen(status.task_id):
+            if status.task_id in self._terminal_tasks:  # e.g. a LOST, then the agent's KILLED; or a stale
                 log.info("framework=%s task=%s already ended; ignoring its later %s", self.framework_id,
-                         status.task_id, status.state.value)
+                         status.task_id, status.state.value)  # state from a master restored from its registry
                 continue
+            if status.state.terminal:
+                self._terminal_tasks.seen(status.task_id)
             self._callback("status_update", self, status)

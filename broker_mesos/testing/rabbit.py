@@ -30,10 +30,19 @@ BOOT_TIMEOUT = 90.0
 VHOST_POOL = 100
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now and never handed out before by this process: several nodes' AMQP and
+    distribution ports are chosen before any of them binds, so the OS's answer alone could repeat."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def rabbitmq_available() -> bool:

@@ -303,3 +303,16 @@ def test_sleeper_keeps_count_tasks_and_declines_the_rest(capsys: pytest.CaptureF
     scheduler.status_update(driver, _status("sleeper-0", TaskState.FINISHED))
     assert scheduler.wanted == 1 and _sent(driver)[-1][0] == "REVIVE"
     assert "launch sleeper-0 on a1" in capsys.readouterr().out
+
+
+def test_nothing_after_a_task_ended_until_the_same_id_is_launched_again() -> None:
+    """A stale STAGING (a master restored from an older registry) must not bring an ended task back."""
+    recorder = _Recorder()
+    driver = SchedulerDriver(recorder, UNREACHABLE, "ended")
+    driver._deliver_updates([_status("t1", TaskState.FINISHED)])
+    driver._deliver_updates([_status("t1", TaskState.STAGING, source="SOURCE_MASTER"),
+                             _status("t1", TaskState.DROPPED, source="SOURCE_MASTER")])
+    assert [(s.task_id, s.state) for s in recorder.updates] == [("t1", TaskState.FINISHED)]
+    driver.accept(["o1"], [task("t1", "a1", "true")])  # same id, launched again: a new task
+    driver._deliver_updates([_status("t1", TaskState.RUNNING)])
+    assert [s.state for s in recorder.updates] == [TaskState.FINISHED, TaskState.RUNNING]
