@@ -27,7 +27,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -83,15 +83,6 @@ class _Consumer:
     actual_name: str = ""
 
 
-@dataclass
-class _Stats:
-    published: int = 0
-    confirmed: int = 0
-    consumed: int = 0
-    reconnects: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
-
-
 class Bus:
     """A reconnecting, confirming AMQP connection driven by one I/O loop."""
 
@@ -108,7 +99,6 @@ class Bus:
         self.name = name
         self.prefetch = prefetch
         self.connect_timeout = connect_timeout
-        self.stats = _Stats()
         self._exchanges = tuple(exchanges)
         self._queues: list[Queue] = list(topology.base_queues() if queues is None else queues)
         self._consumers: list[_Consumer] = []
@@ -377,7 +367,6 @@ class Bus:
         if self._stopping:
             self._ioloop.stop()
             return
-        self.stats.reconnects += 1
         self._url_index += 1
         self._schedule_reconnect(f"connection lost ({reason})")
 
@@ -468,7 +457,6 @@ class Bus:
 
             def on_message(_ch: object, method: pika.spec.Basic.Deliver, props: pika.spec.BasicProperties,
                            body: bytes) -> None:
-                self.stats.consumed += 1
                 self._inflight[method.delivery_tag] = None
                 consumer.callback(Delivery(body, method.exchange, method.routing_key, props,
                                            method.delivery_tag, method.redelivered, name, generation))
@@ -507,7 +495,6 @@ class Bus:
             return
         self._unconfirmed[self._next_seq] = out
         self._next_seq += 1
-        self.stats.published += 1
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method
@@ -527,7 +514,6 @@ class Bus:
             self._retry_nacked(done)
             return
         for _seq, out in done:
-            self.stats.confirmed += 1
             if out.on_confirm is not None:
                 out.on_confirm()
         if self._inflight:

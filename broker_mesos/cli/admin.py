@@ -90,14 +90,16 @@ def role_line(role: protocol.RoleInfo) -> str:
             f"allocated={role.allocated} frameworks={','.join(role.frameworks) or '-'}")
 
 
-def _timeout_option(fn: Any) -> Any:
-    return click.option("--timeout", type=click.FloatRange(min=0.1), default=REPLY_TIMEOUT, show_default=True,
-                        help="Seconds to wait for the master's answer.")(fn)
-
-
-def _log_level_option(fn: Any) -> Any:
-    return click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
-                        show_default=True, help="Log verbosity (logs go to stderr).")(fn)
+def _call_options(fn: Any) -> Any:
+    """What every admin subcommand takes: --json, --timeout, the broker options, --log-level; and our
+    errors as one line."""
+    fn = one_line_errors(fn)
+    fn = click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
+                      show_default=True, help="Log verbosity (logs go to stderr).")(fn)
+    fn = broker_options(fn)
+    fn = click.option("--timeout", type=click.FloatRange(min=0.1), default=REPLY_TIMEOUT, show_default=True,
+                      help="Seconds to wait for the master's answer.")(fn)
+    return click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")(fn)
 
 
 def _show(as_json: bool, body: Any, lines: list[str]) -> None:
@@ -131,11 +133,7 @@ def allocator() -> None:
 @allocator.command("set")
 @click.argument("policy")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Policy parameter (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
-@_timeout_option
-@broker_options
-@_log_level_option
-@one_line_errors
+@_call_options
 def allocator_set(policy: str, params: tuple[str, ...], as_json: bool, timeout: float, broker: str,
                   connect_timeout: float, log_level: str) -> None:
     """Switch to POLICY (drf, priority, fair, binpack, or an installed plugin).
@@ -150,11 +148,7 @@ def allocator_set(policy: str, params: tuple[str, ...], as_json: bool, timeout: 
 
 
 @allocator.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
-@_timeout_option
-@broker_options
-@_log_level_option
-@one_line_errors
+@_call_options
 def allocator_show(as_json: bool, timeout: float, broker: str, connect_timeout: float, log_level: str) -> None:
     """Print the current policy and its parameters."""
     setup_logging(log_level)
@@ -173,11 +167,7 @@ def role() -> None:
 @click.option("--guarantee", default=None, metavar="RESOURCES",
               help="Guaranteed minimum, e.g. 'cpus:2;mem:1024' ('' for none).")
 @click.option("--limit", default=None, metavar="RESOURCES", help="Most the role may hold ('' for no limit).")
-@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
-@_timeout_option
-@broker_options
-@_log_level_option
-@one_line_errors
+@_call_options
 def role_set(name: str, weight: float | None, guarantee: str | None, limit: str | None, as_json: bool,
              timeout: float, broker: str, connect_timeout: float, log_level: str) -> None:
     """Set role NAME's weight, guarantee and/or limit (options left out keep their value)."""
@@ -188,11 +178,7 @@ def role_set(name: str, weight: float | None, guarantee: str | None, limit: str 
 
 
 @role.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
-@_timeout_option
-@broker_options
-@_log_level_option
-@one_line_errors
+@_call_options
 def role_show(as_json: bool, timeout: float, broker: str, connect_timeout: float, log_level: str) -> None:
     """Print every role: weight, guarantee, limit, what it holds, its frameworks."""
     setup_logging(log_level)

@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from types import FrameType
 
 from broker_mesos.core.protocol import Error, Offer, TaskStatus
@@ -127,9 +126,7 @@ def main() -> int:
     signal.signal(signal.SIGUSR1, quiet)
     signal.signal(signal.SIGTERM, stop)
     driver.start()
-    while driver.alive:
-        time.sleep(0.2)
-    driver.join(10.0)
+    driver.join()  # interruptible: SIGUSR1 / SIGTERM handlers run in this thread meanwhile
     return 0
 
 
