@@ -27,7 +27,7 @@ from broker_mesos.agent import checkpoint, recovery
 from broker_mesos.agent.checkpoint import Message, StatusJournal
 from broker_mesos.agent.executor import Executor, make_executor
 from broker_mesos.bus import topology
-from broker_mesos.bus.connection import Bus, Delivery
+from broker_mesos.bus.connection import Bus, Delivery, decode_delivery
 from broker_mesos.core import codec
 from broker_mesos.core.agent_state import (
     Outcome,
@@ -179,23 +179,29 @@ class Agent:
         if self._shutdown_deadline is not None:
             return  # left unacked: the broker gives it back when this agent's connection closes
         try:
-            envelope = codec.decode(delivery.body)
+            envelope = decode_delivery(delivery)
+            if delivery.exchange != topology.TASKS or delivery.routing_key != self.agent_id:
+                raise ProtocolError(f"task messages come through exchange {topology.TASKS} with key {self.agent_id}, "
+                                    f"not {delivery.exchange[:128]!r} / {delivery.routing_key[:128]!r}")
+            body = envelope.body
+            if isinstance(body, RunTasks):
+                elsewhere = [t.task_id for t in body.tasks if t.agent_id != self.agent_id]
+                if elsewhere:
+                    raise ProtocolError(f"RUN_TASKS names tasks for another agent: {elsewhere[:5]}")
+            elif not isinstance(body, KillTasks):
+                raise ProtocolError(f"unexpected message type {envelope.type} on {delivery.queue}")
         except ProtocolError as exc:
             self._reject(delivery, exc.reason)
             return
-        body = envelope.body
         if isinstance(body, RunTasks):
             self._run_tasks(body)
-        elif isinstance(body, KillTasks):
-            self._kill_tasks(body)
         else:
-            self._reject(delivery, f"unexpected message type {envelope.type} on {delivery.queue}")
-            return
+            self._kill_tasks(body)
         self._pending.append((delivery, None))
         self._schedule_flush()
 
     def _reject(self, delivery: Delivery, reason: str) -> None:
-        log.warning("agent %s: dead-lettering a message from %s: %s", self.agent_id, delivery.queue, reason)
+        """Dead-lettered (and logged, rate-limited, by the bus) once the updates before it are out."""
         self._pending.append((delivery, reason))
         self._schedule_flush()
 

@@ -40,7 +40,9 @@ from pika.adapters.select_connection import IOLoop
 
 from broker_mesos.bus import topology
 from broker_mesos.bus.topology import Exchange, Queue
-from broker_mesos.core.errors import BrokerUnreachable
+from broker_mesos.core import codec
+from broker_mesos.core.errors import BrokerUnreachable, ProtocolError
+from broker_mesos.core.ratelimit import LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ AMQP_HEARTBEAT = 10
 DEFAULT_PREFETCH = 200
 ACK_FLUSH_DELAY = 0.0
 NACK_RETRY_DELAY = 0.2  # seconds before re-sending what the broker nacked (a queue without a leader)
+CONTENT_TYPE = "application/msgpack"
 
 
 @dataclass(slots=True)
@@ -65,6 +68,16 @@ class Delivery:
     redelivered: bool
     queue: str
     generation: int
+
+
+def decode_delivery(delivery: Delivery) -> codec.Envelope:
+    """The envelope of ``delivery``, or ``ProtocolError``: the content type must be msgpack's and the
+    body a valid envelope (docs/protocol.md §2)."""
+    content_type = delivery.properties.content_type
+    if content_type != CONTENT_TYPE:
+        shown = repr(content_type)[:64] if content_type is not None else "none"
+        raise ProtocolError(f"content_type is {shown}, not {CONTENT_TYPE}")
+    return codec.decode(delivery.body)
 
 
 @dataclass(slots=True)
@@ -120,6 +133,8 @@ class Bus:
         self._inflight: collections.OrderedDict[int, int | None] = collections.OrderedDict()
         self._ack_flush_scheduled = False
         self._nack_floor: int | None = None  # lowest seq of a nacked message waiting to be re-sent
+        self._rejections = LogLimiter()
+        self.dead_lettered = 0  # messages this process moved to the dead-letter exchange
 
     # -- public API -------------------------------------------------------------------------
     @property
@@ -257,7 +272,14 @@ class Bus:
             self._schedule_ack_flush()
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move ``delivery`` to the dead-letter exchange with ``reason`` in a header, then ack it."""
+        """Move ``delivery`` to the dead-letter exchange with ``reason`` in a header, then ack it; log
+        it (at most ``LogLimiter``'s burst per queue and period, the rest counted)."""
+        self.dead_lettered += 1
+        allowed, held = self._rejections.allow(delivery.queue, time.monotonic())
+        if allowed:
+            more = f" ({held} more dead-lettered from this queue meanwhile)" if held else ""
+            log.warning("%s: dead-lettered a message from %s (key %s): %s%s", self.name, delivery.queue,
+                        delivery.routing_key[:128], reason[:300], more)
         headers = dict(delivery.properties.headers or {})
         headers.update({topology.HEADER_REASON: reason[:1000],
                         topology.HEADER_ORIGINAL_EXCHANGE: delivery.exchange,
@@ -294,6 +316,7 @@ class Bus:
         """Connect and run the loop until ``stop``; raises ``BrokerUnreachable`` if the first
         connection cannot be made within ``connect_timeout``."""
         self._first_attempt_at = time.monotonic()
+        self.call_every(self._rejections.period, self._report_rejections)
         self._connect()
         self._ioloop.start()
         if self._failure is not None:
@@ -315,6 +338,10 @@ class Bus:
             self._close()
 
         close_when_flushed()
+
+    def _report_rejections(self) -> None:
+        for queue, count in self._rejections.drain(time.monotonic()):
+            log.warning("%s: dead-lettered %d more message(s) from %s (log lines suppressed)", self.name, count, queue)
 
     def stop_threadsafe(self) -> None:
         self.call_threadsafe(self.stop)
@@ -458,8 +485,15 @@ class Bus:
             def on_message(_ch: object, method: pika.spec.Basic.Deliver, props: pika.spec.BasicProperties,
                            body: bytes) -> None:
                 self._inflight[method.delivery_tag] = None
-                consumer.callback(Delivery(body, method.exchange, method.routing_key, props,
-                                           method.delivery_tag, method.redelivered, name, generation))
+                delivery = Delivery(body, method.exchange, method.routing_key, props, method.delivery_tag,
+                                    method.redelivered, name, generation)
+                try:
+                    consumer.callback(delivery)
+                except Exception as exc:  # one message must never drop the connection or loop a consumer
+                    if self._rejections.allow(f"internal error on {name}", time.monotonic())[0]:
+                        log.exception("%s: handling a message from %s failed", self.name, name)
+                    if self._inflight.get(method.delivery_tag, 0) is None:  # not settled by the callback
+                        self.dead_letter(delivery, f"internal error: {exc.__class__.__name__}: {str(exc)[:200]}")
 
             assert self._channel is not None
             self._channel.basic_consume(name, on_message, auto_ack=False)

@@ -19,6 +19,7 @@ TASKS = "tasks"
 STATUS = "status"
 EVENTS = "events"
 DEAD_LETTER = "bmesos.dlx"
+DEAD_LETTER_DROPPED = "bmesos.dlx.dropped"  # what `dead-letters` drops (full or too old), to be counted
 
 # -- routing keys on agent.register -----------------------------------------------------------
 KEY_REGISTER = "register"
@@ -31,6 +32,7 @@ MASTER_STATUS_QUEUE = "master.status"
 MASTER_LEASE_QUEUE = "master.lease"
 MASTER_REGISTRY_QUEUE = "master.registry"
 DEAD_LETTER_QUEUE = "dead-letters"
+DEAD_LETTER_DROPPED_QUEUE = "dead-letters.dropped"
 
 # -- dead-letter headers -----------------------------------------------------------------------
 HEADER_REASON = "x-bmesos-reason"
@@ -38,7 +40,17 @@ HEADER_ORIGINAL_EXCHANGE = "x-bmesos-original-exchange"
 HEADER_ORIGINAL_ROUTING_KEY = "x-bmesos-original-routing-key"
 HEADER_QUEUE = "x-bmesos-queue"
 
-QUORUM = {"x-queue-type": "quorum"}
+# -- bounds (docs/protocol.md §12) -----------------------------------------------------------------
+# a quorum queue dead-letters (or drops) a message redelivered this many times: a message that keeps
+# killing its consumer cannot loop forever, whatever the consumer does
+DELIVERY_LIMIT = 20
+DEAD_LETTER_MAX_LENGTH = 10_000
+DEAD_LETTER_MAX_BYTES = 64 * 1024 * 1024
+DEAD_LETTER_TTL_MS = 24 * 3600 * 1000
+DROPPED_MAX_LENGTH = 10_000
+DROPPED_MAX_BYTES = 16 * 1024 * 1024
+
+QUORUM = {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT}
 DEAD_LETTERED = {"x-dead-letter-exchange": DEAD_LETTER}
 
 
@@ -69,9 +81,21 @@ EXCHANGES: tuple[Exchange, ...] = (
     Exchange(STATUS, "topic"),
     Exchange(EVENTS, "topic"),
     Exchange(DEAD_LETTER, "fanout"),
+    Exchange(DEAD_LETTER_DROPPED, "fanout"),
 )
 
-DEAD_LETTER_QUEUES = (Queue(DEAD_LETTER_QUEUE, ((DEAD_LETTER, ""),), arguments=dict(QUORUM)),)
+# `dead-letters` is for people to read: bounded in count, bytes and age, oldest dropped first. What it
+# drops goes to `dead-letters.dropped`, which the active master drains and counts (bounded too, then
+# dropped silently). Classic queues: diagnostic data, not state that must survive a node loss.
+DEAD_LETTER_QUEUES = (
+    Queue(DEAD_LETTER_QUEUE, ((DEAD_LETTER, ""),), arguments={
+        "x-queue-type": "classic", "x-max-length": DEAD_LETTER_MAX_LENGTH,
+        "x-max-length-bytes": DEAD_LETTER_MAX_BYTES, "x-overflow": "drop-head",
+        "x-message-ttl": DEAD_LETTER_TTL_MS, "x-dead-letter-exchange": DEAD_LETTER_DROPPED}),
+    Queue(DEAD_LETTER_DROPPED_QUEUE, ((DEAD_LETTER_DROPPED, ""),), arguments={
+        "x-queue-type": "classic", "x-max-length": DROPPED_MAX_LENGTH, "x-max-length-bytes": DROPPED_MAX_BYTES,
+        "x-overflow": "drop-head"}),
+)
 
 
 def call_type(cls: type) -> str:
@@ -99,7 +123,9 @@ def master_lease_queue() -> Queue:
 
 def master_registry_queue() -> Queue:
     """The master's persisted registry: one message, the latest snapshot (older ones are dropped)."""
-    return Queue(MASTER_REGISTRY_QUEUE, arguments={**QUORUM, "x-max-length": 1, "x-overflow": "drop-head"})
+    # no delivery limit: a snapshot handed to many masters that died in turn is still the truth
+    return Queue(MASTER_REGISTRY_QUEUE, arguments={"x-queue-type": "quorum", "x-max-length": 1,
+                                                   "x-overflow": "drop-head"})
 
 
 def base_queues() -> tuple[Queue, ...]:
@@ -132,7 +158,8 @@ def framework_queues(framework_id: str) -> tuple[Queue, ...]:
     survive the loss of any one node of a cluster (offers carry a per-message TTL: they still perish)."""
     return (
         Queue(offers_queue_name(framework_id), ((OFFERS, framework_id),), arguments=dict(QUORUM)),
-        Queue(status_queue_name(framework_id), ((STATUS, f"{framework_id}.#"),), arguments=dict(QUORUM)),
+        Queue(status_queue_name(framework_id), ((STATUS, f"{framework_id}.#"),),
+              arguments={**QUORUM, **DEAD_LETTERED}),
     )
 
 

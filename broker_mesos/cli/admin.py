@@ -2,12 +2,12 @@
 
 Each command sends one admin call (exchange ``master``, routing key = the call type) with a private
 reply queue as ``reply_to``, waits for the answer with a deadline and prints it; a refusal (ERROR) is
-one line on stderr and exit status 1.
+one line on stderr and exit status 1. Everything the master sent is escaped (``printable``,
+``json_line``) before it is printed.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
@@ -16,7 +16,7 @@ import click
 
 from broker_mesos.bus import topology
 from broker_mesos.bus.connection import Bus, Delivery
-from broker_mesos.cli.common import broker_options, one_line_errors, setup_logging
+from broker_mesos.cli.common import broker_options, json_line, one_line_errors, printable, setup_logging
 from broker_mesos.core import codec, protocol
 from broker_mesos.core.errors import ProtocolError, ResourceError
 from broker_mesos.core.resources import Resources
@@ -57,7 +57,8 @@ def request(broker: str, connect_timeout: float, call: Any, timeout: float) -> A
     if not result:
         raise click.ClickException(f"no answer from the master within {timeout:g}s (is `bmesos master` running?)")
     if isinstance(result[0], protocol.Error):
-        raise click.ClickException(f"the master refused {result[0].call_type}: {result[0].message}")
+        error = result[0]
+        raise click.ClickException(f"the master refused {printable(error.call_type)}: {printable(error.message)}")
     return result[0]
 
 
@@ -81,13 +82,15 @@ def parse_quota(value: str | None, option: str) -> Resources | None:
 
 
 def allocator_line(info: protocol.AllocatorInfo) -> str:
-    params = " ".join(f"{k}={v}" for k, v in sorted(info.params.items()))
-    return f"policy {info.policy}" + (f" {params}" if params else "") + f" (available: {', '.join(info.policies)})"
+    params = " ".join(f"{printable(k)}={printable(v)}" for k, v in sorted(info.params.items()))
+    policies = ", ".join(printable(p) for p in info.policies)
+    return f"policy {printable(info.policy)}" + (f" {params}" if params else "") + f" (available: {policies})"
 
 
 def role_line(role: protocol.RoleInfo) -> str:
-    return (f"{role.role} weight={role.weight:g} guarantee={role.guarantee} limit={role.limit} "
-            f"allocated={role.allocated} frameworks={','.join(role.frameworks) or '-'}")
+    frameworks = ",".join(printable(f) for f in role.frameworks) or "-"
+    return (f"{printable(role.role)} weight={role.weight:g} guarantee={printable(role.guarantee)} "
+            f"limit={printable(role.limit)} allocated={printable(role.allocated)} frameworks={frameworks}")
 
 
 def _call_options(fn: Any) -> Any:
@@ -104,7 +107,7 @@ def _call_options(fn: Any) -> Any:
 
 def _show(as_json: bool, body: Any, lines: list[str]) -> None:
     if as_json:
-        click.echo(json.dumps(codec.to_wire(body), sort_keys=True))
+        click.echo(json_line(codec.to_wire(body), sort_keys=True))
     else:
         for line in lines:
             click.echo(line)

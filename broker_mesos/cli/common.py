@@ -1,10 +1,17 @@
-"""Options and error handling shared by every ``bmesos`` command."""
+"""Options, error handling and terminal safety shared by every ``bmesos`` command.
+
+Anything that came off the wire goes through ``printable`` (or ``json_line``) before it reaches a
+terminal, and logs go through ``TerminalSafeFormatter``: a message field must not be able to retitle,
+clear or scramble the operator's terminal, nor reverse the text around it.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
+import unicodedata
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,9 +34,62 @@ def broker_options(fn: F) -> F:
     return fn
 
 
+# Control characters (C0 with ESC, BEL, CR, backspace, ...; DEL; C1), format characters (bidi overrides and
+# isolates, zero-width joiners, soft hyphen, BOM), lone surrogates, and the line/paragraph separators.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape_char(char: str) -> str:
+    named = _NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: object, *, keep: str = "") -> str:
+    """``text`` (``str()`` of it) safe to print on one terminal line: every control character, DEL, C1
+    control, Unicode format (bidi, zero-width) character, surrogate and line/paragraph separator becomes a
+    visible escape such as ``\\x1b``, ``\\n`` or ``\\u202e``; characters in ``keep`` (e.g. ``"\\n\\t"``) stay.
+
+    Backslashes are left as they are (so ordinary text prints unchanged), which makes the function
+    idempotent: ``printable(printable(x)) == printable(x)``.
+    """
+    s = text if isinstance(text, str) else str(text)
+    if s.isprintable():  # the common case: nothing of Unicode's "Other" or "Separator" but plain spaces
+        return s
+    return "".join(_escape_char(c) if c not in keep and unicodedata.category(c) in _ESCAPED_CATEGORIES else c
+                   for c in s)
+
+
+def json_line(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` for one terminal line: ``ensure_ascii`` escapes every control and non-ASCII
+    character but DEL, which is escaped here (it can only occur inside a JSON string)."""
+    return json.dumps(value, ensure_ascii=True, **kwargs).replace("\x7f", "\\u007f")
+
+
+class TerminalSafeFormatter(logging.Formatter):
+    """Log records carry wire text: the message is escaped with ``printable`` (one record, one line), and
+    control characters anywhere else (a traceback's exception text) too, except the traceback's own
+    newlines and tabs."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), keep="\n\t")
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TerminalSafeFormatter(LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
@@ -46,7 +106,7 @@ def one_line_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except BrokerMesosError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(printable(exc)) from None
         except KeyboardInterrupt:
             sys.exit(130)
 

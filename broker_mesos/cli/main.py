@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from broker_mesos.cli.common import printable
+
 COMMANDS = {
     "admin": "broker_mesos.cli.admin:admin",
     "master": "broker_mesos.cli.master:master",
@@ -37,6 +39,7 @@ def main() -> None:
 
     Start a master and some agents, then run work on them:
 
+    \b
       bmesos master &
       bmesos agent --resources 'cpus:4;mem:4096' &
       bmesos run --count 3 -- echo hello
@@ -50,10 +53,10 @@ def run() -> None:
         code = main.main(standalone_mode=False)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "bmesos"
-        click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
+        click.echo(f"Error: {printable(exc.format_message())} (see '{where} --help')", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"Error: {exc.format_message()}", err=True)
+        click.echo(f"Error: {printable(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("Aborted.", err=True)

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from broker_mesos.agent.sandbox import STDERR, sandbox_dir
-from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, setup_logging
+from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, printable, setup_logging
 from broker_mesos.core.protocol import TaskInfo, TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
 from broker_mesos.framework.driver import SchedulerDriver, default_framework_id
@@ -27,6 +27,10 @@ from broker_mesos.framework.oneshot import OneShotScheduler, RunPlan, command_fo
 EXIT_TIMEOUT = 2
 EXIT_INTERRUPTED = 130
 STOP_WAIT = 10.0
+# a run's framework id is new every time, so no later process can fail over to it: its failover timeout
+# only has to outlast a broker restart or a connection blip, and its tasks are killed this soon after
+# the command dies without tearing down (SIGKILL, a lost machine)
+RUN_FAILOVER_TIMEOUT = 60.0
 
 
 class QuietUntilConnected(logging.Filter):
@@ -65,10 +69,10 @@ class LineReporter:
 
     def updated(self, plan: RunPlan, status: TaskStatus, final: bool) -> None:
         if final:
-            click.echo(describe(status))
+            click.echo(printable(describe(status)))
 
     def problem(self, message: str) -> None:
-        click.echo(f"warning: {message}", err=True)
+        click.echo(f"warning: {printable(message)}", err=True)
 
     def finished(self, plan: RunPlan) -> None:
         self.done.set()
@@ -100,7 +104,9 @@ class BarReporter(LineReporter):
 
     def updated(self, plan: RunPlan, status: TaskStatus, final: bool) -> None:
         if final and status.state != TaskState.FINISHED:
-            self.progress.console.print(describe(status), style="red", highlight=False)
+            # plain text: no rich markup, emoji codes or highlighting taken from what the wire said
+            self.progress.console.print(printable(describe(status)), style="red", markup=False, emoji=False,
+                                        highlight=False)
         self._describe(plan)
 
     def close(self) -> None:
@@ -108,15 +114,16 @@ class BarReporter(LineReporter):
 
 
 def failure_report(plan: RunPlan, framework_id: str) -> list[str]:
-    """For each task that did not finish: what happened and where its stderr is."""
+    """For each task that did not finish: what happened and where its stderr is (wire text escaped)."""
     lines = []
     for status in plan.unsuccessful():
         detail = f": {status.message}" if status.message else ""
-        lines.append(f"failed: {describe(status)}{detail}")
+        lines.append(printable(f"failed: {describe(status)}{detail}"))
         if status.source == "SOURCE_AGENT":
             path = sandbox_dir(Path("<work-dir>"), framework_id, status.task_id) / STDERR
-            lines.append(f"  stderr: {path} on agent {status.agent_id} "
-                         f"(<work-dir> = that agent's --work-dir, default ./.bmesos/agent-{status.agent_id})")
+            where = (f"  stderr: {path} on agent {status.agent_id} "
+                     f"(<work-dir> = that agent's --work-dir, default ./.bmesos/agent-{status.agent_id})")
+            lines.append(printable(where))
     return lines
 
 
@@ -151,7 +158,7 @@ def run(name: str, cpus: float, mem: float, count: int, role: str, timeout: floa
     plan = RunPlan(name, count, Resources.of(cpus=cpus, mem=mem), command_for(command))
     reporter = BarReporter(count) if sys.stdout.isatty() else LineReporter()
     driver = SchedulerDriver(OneShotScheduler(plan, reporter), broker, name, framework_id=default_framework_id(name),
-                             role=role, connect_timeout=connect_timeout)
+                             role=role, connect_timeout=connect_timeout, failover_timeout=RUN_FAILOVER_TIMEOUT)
     driver.bus.on_ready(lambda: setattr(quiet, "connected", True))
     raise_interrupt_on_sigterm()
     outcome = "done"
@@ -183,7 +190,7 @@ def _stop(driver: SchedulerDriver) -> None:
     try:
         driver.join(STOP_WAIT)
     except Exception as exc:  # the run's outcome is known already; a failed shutdown only gets a line
-        click.echo(f"warning: while stopping: {exc}", err=True)
+        click.echo(f"warning: while stopping: {printable(exc)}", err=True)
 
 
 def _report(plan: RunPlan, framework_id: str, outcome: str, timeout: Any) -> None:

@@ -2,12 +2,12 @@
 
 A monitor queue (exclusive, auto-deleted, server-named) is bound to exchange ``status`` with the
 topic PATTERN over routing keys ``<framework>.<agent>.<state>``; nothing else is disturbed.
+Every field that came off the wire is escaped (``printable``, ``json_line``) before it is printed.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import threading
 from typing import Any
@@ -16,7 +16,14 @@ import click
 
 from broker_mesos.bus import topology
 from broker_mesos.bus.connection import Bus, Delivery
-from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, setup_logging
+from broker_mesos.cli.common import (
+    broker_options,
+    json_line,
+    log_level_option,
+    one_line_errors,
+    printable,
+    setup_logging,
+)
 from broker_mesos.cli.run import QuietUntilConnected, raise_interrupt_on_sigterm
 from broker_mesos.core import codec, protocol
 from broker_mesos.core.codec import Envelope
@@ -36,29 +43,40 @@ def clock(ts: float) -> str:
 
 
 def status_line(status: TaskStatus, ts: float) -> str:
-    """``<time> <framework> <agent> <task> <STATE>[ exit N][ message]`` (greppable, one line)."""
-    parts = [clock(status.timestamp or ts), status.framework_id, status.agent_id, status.task_id,
-             status.state.value]
+    """``<time> <framework> <agent> <task> <STATE>[ exit N][ message]`` (greppable, one line; every field
+    escaped, a newline in the message shows as ``\\n``)."""
+    parts = [clock(status.timestamp or ts), printable(status.framework_id), printable(status.agent_id),
+             printable(status.task_id), status.state.value]
     if status.exit_code is not None:
         parts.append(f"exit {status.exit_code}")
     if status.message and status.message != f"exited with {status.exit_code}":  # no news beyond the code
-        parts.append(status.message.replace("\n", " "))
+        parts.append(printable(status.message))
     return " ".join(parts)
 
 
 def status_json(status: TaskStatus, ts: float) -> str:
     record: dict[str, Any] = {"kind": "status", "time": status.timestamp or ts, **codec.to_wire(status)}
-    return json.dumps(record, sort_keys=True)
+    return json_line(record, sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    """An event's free-form detail made JSON-safe (msgpack may carry bytes, also as nested map keys)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
 
 def event_line(event: protocol.ClusterEvent, ts: float) -> str:
-    detail = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(event.detail.items()))
-    return f"{clock(ts)} event {event.kind}" + (f" {detail}" if detail else "")
+    detail = " ".join(f"{printable(k)}={printable(v) if isinstance(v, str) else json_line(_plain(v))}"
+                      for k, v in sorted(event.detail.items()))
+    return f"{clock(ts)} event {printable(event.kind)}" + (f" {detail}" if detail else "")
 
 
 def event_json(event: protocol.ClusterEvent, ts: float) -> str:
-    return json.dumps({"kind": "event", "time": ts, "event": event.kind, "detail": event.detail},
-                      sort_keys=True, default=str)
+    return json_line({"kind": "event", "time": ts, "event": event.kind, "detail": _plain(event.detail)},
+                     sort_keys=True)
 
 
 class Watcher:
@@ -81,7 +99,7 @@ class Watcher:
     def _announce(self) -> None:
         if not self._announced:
             self._announced = True
-            what = f"status '{self.pattern}'" + (" and events" if self.events else "")
+            what = f"status '{printable(self.pattern)}'" + (" and events" if self.events else "")
             click.echo(f"watching {what} (Ctrl-C to stop)", err=True)
 
     def _on_delivery(self, delivery: Delivery) -> None:

@@ -40,6 +40,7 @@ __all__ = ["AgentRecord", "Effect", "FrameworkRecord", "MasterConfig", "MasterSt
            "PublishEvent", "PublishStatus", "TaskRecord", "ToAgent", "ToFramework", "wanted_on"]
 
 LIVENESS_CHECK_PERIOD = 0.1  # seconds between scans for silent agents and frameworks past failover
+MAX_FILTERS_PER_AGENT = 64  # live decline filters one framework keeps on one agent before merging them
 
 
 # -- the state machine ------------------------------------------------------------------------
@@ -68,9 +69,16 @@ class MasterState(AgentRules):
         # agents removed for silence -> the tasks declared LOST with them (killed if the agent returns)
         self.removed_agents: collections.OrderedDict[str, set[tuple[str, str]]] = collections.OrderedDict()
         self._next_liveness_check = float("-inf")
+        # until then, tasks agents report that this master never launched are adopted, not killed: set
+        # by the process shell when it takes over (they may be a dead predecessor's unpersisted launches)
+        self.adopt_until = float("-inf")
 
     # -- framework calls --------------------------------------------------------------------
-    def subscribe(self, call: protocol.Subscribe, reply_to: str | None, call_id: str, now: float) -> list[Effect]:
+    def subscribe(self, call: protocol.Subscribe, reply_to: str | None, call_id: str, now: float,
+                  consuming: bool = True) -> list[Effect]:
+        """Add or update a framework. ``consuming=False``: nobody is known to consume its offers queue
+        yet (the process shell checks, then calls ``framework_connected``): a new framework gets no
+        offers meanwhile and its failover clock runs; a known one keeps its connection state."""
         framework = self.frameworks.get(call.framework_id)
         if framework is None:
             framework = FrameworkRecord(call.framework_id, call.name, call.role, call.weight,
@@ -82,13 +90,17 @@ class MasterState(AgentRules):
                 if key[0] == call.framework_id:
                     framework.tasks.add(task.task_id)
                     framework.allocated = framework.allocated + task.resources.quantity()
+            if not consuming:
+                framework.disconnected_at = now
+                framework.suppressed = True
             event = "framework.added"
         else:
             framework.name, framework.role, framework.weight = call.name, call.role, call.weight
             framework.reply_to = reply_to
             framework.failover_timeout = call.failover_timeout
             framework.partition_aware = call.partition_aware
-            self.framework_connected(call.framework_id, now)
+            if consuming:
+                self.framework_connected(call.framework_id, now)
             event = "framework.resubscribed"
         self._changed()
         return [ToFramework(call.framework_id, protocol.Subscribed(call.framework_id, self.config.master_id),
@@ -210,17 +222,29 @@ class MasterState(AgentRules):
         framework = self._framework(call.framework_id)
         by_agent: dict[str, list[str]] = {}
         effects: list[Effect] = []
+        answers: list[TaskStatus] = []
         for task_id in call.task_ids:
             task = self.tasks.get((framework.framework_id, task_id))
-            if task is None:
-                effects.append(PublishStatus(self._master_status(
-                    framework.framework_id, task_id, self._agent_of_completed(framework.framework_id, task_id),
-                    TaskState.LOST, "REASON_RECONCILIATION", "kill of a task the master does not know", now)))
+            if task is None:  # told to the framework alone: nothing follows a terminal update on `status`
+                answers.append(self._known_state(framework.framework_id, task_id, now,
+                                                 "kill of a task that is not running"))
                 continue
             by_agent.setdefault(task.agent_id, []).append(task_id)
         effects.extend(ToAgent(agent_id, protocol.KillTasks(framework.framework_id, ids))
                        for agent_id, ids in by_agent.items())
+        if answers:
+            effects.append(ToFramework(framework.framework_id, protocol.Update(answers)))
         return effects
+
+    def _known_state(self, framework_id: str, task_id: str, now: float, unknown: str) -> TaskStatus:
+        """What the master knows of a task that is not live: its terminal state if remembered, else
+        TASK_LOST with an empty agent id (unknown)."""
+        done = self.completed.get((framework_id, task_id))
+        if done is None:
+            return self._master_status(framework_id, task_id, "", TaskState.LOST, "REASON_RECONCILIATION",
+                                       f"{unknown}, unknown to the master", now)
+        return self._master_status(framework_id, task_id, done.agent_id, done.state, "REASON_RECONCILIATION",
+                                   unknown, now)
 
     def revive(self, call: protocol.Revive, now: float) -> list[Effect]:
         framework = self._framework(call.framework_id)
@@ -243,10 +267,9 @@ class MasterState(AgentRules):
             keys = [(fw, task_id) for task_id in sorted(framework.tasks)]
         updates = []
         for key in keys:
-            task = self.tasks.get(key) or self.completed.get(key)
+            task = self.tasks.get(key)
             if task is None:
-                updates.append(self._master_status(fw, key[1], "unknown", TaskState.LOST,
-                                                   "REASON_RECONCILIATION", "task unknown to the master", now))
+                updates.append(self._known_state(fw, key[1], now, "task is not running"))
             else:
                 updates.append(self._master_status(fw, task.task_id, task.agent_id, task.state,
                                                    "REASON_RECONCILIATION", "", now))
@@ -255,7 +278,6 @@ class MasterState(AgentRules):
     def teardown(self, call: protocol.Teardown, now: float) -> list[Effect]:
         framework = self._framework(call.framework_id)
         effects = self.kill(protocol.Kill(framework.framework_id, sorted(framework.tasks)), now)
-        effects = [e for e in effects if not isinstance(e, PublishStatus)]
         for offer_id in list(framework.offers):
             self._release_offer(self.offers[offer_id])
         del self.frameworks[framework.framework_id]
@@ -306,9 +328,13 @@ class MasterState(AgentRules):
         self.rounds += 1
 
         def filtered(framework_id: str, agent_id: str, resources: Resources) -> bool:
-            """Refused only if everything on offer now was refused before (Mesos' filter semantics)."""
+            """Refused only if everything on offer now was refused before (Mesos' filter semantics), by
+            one decline or several: declines of two offers on one agent keep away their union."""
             refused = self.frameworks[framework_id].filters.get(agent_id)
-            return refused is not None and any(until > now and resources <= held for until, held in refused)
+            if not refused:
+                return False
+            live = [held for until, held in refused if until > now]
+            return bool(live) and resources <= (live[0] if len(live) == 1 else add_all(Resources(), live))
 
         allocations = self.allocator.round(self.agents, self.frameworks, self.total, filtered, now)
         per_framework: dict[str, list[protocol.Offer]] = {}
@@ -389,7 +415,13 @@ class MasterState(AgentRules):
         return effects
 
     def _filter(self, framework: FrameworkRecord, agent_id: str, resources: Resources, until: float) -> None:
-        framework.filters.setdefault(agent_id, []).append((until, resources))
+        """Refuse ``resources`` of ``agent_id`` to ``framework`` until ``until``. Beyond
+        ``MAX_FILTERS_PER_AGENT`` live filters they are merged into one (their sum, the latest end):
+        refusing a little longer than asked, never less."""
+        refused = framework.filters.setdefault(agent_id, [])
+        refused.append((until, resources))
+        if len(refused) > MAX_FILTERS_PER_AGENT:
+            refused[:] = [(max(u for u, _ in refused), add_all(Resources(), [held for _, held in refused]))]
         self._next_filter_expiry = min(self._next_filter_expiry, until)
 
     def _expire_filters(self, now: float) -> None:
@@ -409,10 +441,6 @@ class MasterState(AgentRules):
 
     def _changed(self) -> None:
         self.changes += 1
-
-    def _agent_of_completed(self, framework_id: str, task_id: str) -> str:
-        done = self.completed.get((framework_id, task_id))
-        return done.agent_id if done is not None else "unknown"
 
     def _master_status(self, framework_id: str, task_id: str, agent_id: str, state: TaskState, reason: str,
                        message: str, now: float) -> TaskStatus:

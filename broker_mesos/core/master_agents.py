@@ -11,6 +11,7 @@ import collections
 
 from broker_mesos.core import protocol
 from broker_mesos.core.allocation.engine import Allocator
+from broker_mesos.core.errors import CallRefused
 from broker_mesos.core.master_model import (
     COMPLETED_TASKS_KEPT,
     REMOVED_AGENTS_KEPT,
@@ -43,6 +44,7 @@ class AgentRules:
     completed: collections.OrderedDict[tuple[str, str], TaskRecord]
     removed_agents: collections.OrderedDict[str, set[tuple[str, str]]]
     total: Resources
+    adopt_until: float
 
     def _changed(self) -> None:
         raise NotImplementedError
@@ -53,7 +55,14 @@ class AgentRules:
 
     # -- agents -----------------------------------------------------------------------------
     def agent_info(self, info: protocol.Register | protocol.Heartbeat, now: float) -> list[Effect]:
-        """REGISTER or HEARTBEAT: admit a new agent (adopting tasks it reports), or refresh a known one."""
+        """REGISTER or HEARTBEAT: admit a new agent, or refresh a known one. Tasks it reports that this
+        master never launched are adopted while a take-over restores them (``adopt_until``), and
+        killed on the agent after that. An agent claiming more than ``max_agent_resources`` is
+        refused (``CallRefused``) and nothing changes."""
+        cap = self.config.max_agent_resources
+        if any(info.resources.scalar(name) > most for name, most in cap.scalars.items()):
+            raise CallRefused(f"agent {info.agent_id} reports {info.resources}, more than the master admits "
+                              f"for one agent ({self.config.max_agent_resources})")
         agent = self.agents.get(info.agent_id)
         if agent is not None:
             agent.last_seen = now
@@ -62,9 +71,8 @@ class AgentRules:
             agent.heartbeat_interval = info.heartbeat_interval
             if info.resources != agent.total and self._in_use(agent) <= info.resources:
                 self._set_total(agent, info.resources)
-            for reported in info.tasks:  # launched by a master that died before it persisted them
-                self._adopt(agent, reported)
-            return self._drop_undelivered(agent, info, now)
+            effects = self._adopt_or_kill(agent, info.tasks, now)
+            return effects + self._drop_undelivered(agent, info, now)
         agent = AgentRecord(info.agent_id, info.hostname, info.resources, info.resources,
                             dict(info.attributes), now, info.heartbeat_interval)
         self.agents[agent.agent_id] = agent
@@ -74,8 +82,7 @@ class AgentRules:
         declared_lost = self.removed_agents.pop(info.agent_id, None)
         if declared_lost is not None:
             effects.extend(self._readmit(agent, info, declared_lost, now))
-        for reported in info.tasks:
-            self._adopt(agent, reported)
+        effects.extend(self._adopt_or_kill(agent, info.tasks, now))
         self._changed()
         effects.append(PublishEvent("agent.added", {
             "agent_id": agent.agent_id, "hostname": agent.hostname, "resources": agent.total.to_wire(),
@@ -183,14 +190,21 @@ class AgentRules:
         while len(self.completed) > COMPLETED_TASKS_KEPT:
             self.completed.popitem(last=False)
 
-    def _adopt(self, agent: AgentRecord, reported: protocol.AgentTask) -> None:
-        """A task an agent runs that this master has not heard of (the master restarted)."""
-        key = (reported.framework_id, reported.task_id)
-        if key in self.tasks or key in self.completed or reported.state.terminal \
-                or not reported.resources <= agent.free:
-            return
-        self._book_task(TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
-                                   reported.resources, reported.state))
+    def _adopt_or_kill(self, agent: AgentRecord, reported: list[protocol.AgentTask], now: float) -> list[Effect]:
+        """Tasks an agent runs that this master has not heard of. Just after a take-over they were
+        launched by a master that died before persisting them: adopted (if they fit). Otherwise this
+        master never launched them: they are killed on the agent and never booked."""
+        kill: dict[str, list[str]] = {}
+        for task in reported:
+            key = (task.framework_id, task.task_id)
+            if key in self.tasks or key in self.completed or task.state.terminal:
+                continue
+            if now < self.adopt_until and task.resources <= agent.free:
+                self._book_task(TaskRecord(task.task_id, task.framework_id, agent.agent_id, task.resources,
+                                           task.state))
+            else:
+                kill.setdefault(task.framework_id, []).append(task.task_id)
+        return [ToAgent(agent.agent_id, protocol.KillTasks(fw, sorted(ids))) for fw, ids in sorted(kill.items())]
 
     def _book_task(self, task: TaskRecord) -> None:
         """A live task holds its resources on its agent and counts in its framework's share."""

@@ -14,6 +14,10 @@ from broker_mesos.core.protocol import TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
 
 COMPLETED_TASKS_KEPT = 10_000
+# per agent: 100,000 cpus, 1 PiB of mem and of disk (MB), 1,000 gpus; names not listed are bounded by the
+# codec alone (finite, at most resources.MAX_SCALAR)
+DEFAULT_MAX_AGENT_RESOURCES_TEXT = "cpus:100000;mem:1073741824;disk:1073741824;gpus:1000"
+DEFAULT_MAX_AGENT_RESOURCES = Resources.parse(DEFAULT_MAX_AGENT_RESOURCES_TEXT)
 REMOVED_AGENTS_KEPT = 1_000
 
 
@@ -129,3 +133,6 @@ class MasterConfig:
     # the allocator policy at start (by registry name) and its parameters; switchable at runtime
     allocator: str = DEFAULT_POLICY
     allocator_params: tuple[tuple[str, str], ...] = ()
+    # the most one agent may report (REGISTER / HEARTBEAT beyond it are refused): a wrong or hostile
+    # agent cannot inflate the cluster's totals, and so every share, without bound
+    max_agent_resources: Resources = DEFAULT_MAX_AGENT_RESOURCES

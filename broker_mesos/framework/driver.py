@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from broker_mesos.bus import topology
-from broker_mesos.bus.connection import Bus, Delivery
+from broker_mesos.bus.connection import Bus, Delivery, decode_delivery
 from broker_mesos.core import codec, protocol
 from broker_mesos.core.errors import ProtocolError
 from broker_mesos.core.protocol import CommandInfo, TaskInfo, TaskStatus
@@ -130,7 +130,8 @@ class SchedulerDriver(SchedulerCalls):
     """Runs one framework: ``run()`` blocks, or ``start()`` it in a thread, then ``stop()`` / ``join()``."""
 
     def __init__(self, scheduler: Scheduler, broker_url: str, name: str, *, framework_id: str | None = None,
-                 role: str = "*", weight: float = 1.0, failover_timeout: float = 0.0,
+                 role: str = "*", weight: float = 1.0,
+                 failover_timeout: float = protocol.DEFAULT_FAILOVER_TIMEOUT,
                  partition_aware: bool = False, connect_timeout: float = 15.0) -> None:
         self.scheduler = scheduler
         self.name = name
@@ -278,10 +279,8 @@ class SchedulerDriver(SchedulerCalls):
 
     def _decode(self, delivery: Delivery) -> codec.Envelope | None:
         try:
-            return codec.decode(delivery.body)
-        except ProtocolError as exc:
-            log.warning("framework=%s queue=%s dead-lettering a bad message: %s", self.framework_id,
-                        delivery.queue, exc.reason)
+            return decode_delivery(delivery)
+        except ProtocolError as exc:  # logged, rate-limited, by the bus
             self.bus.dead_letter(delivery, exc.reason)
             return None
 
@@ -310,9 +309,7 @@ class SchedulerDriver(SchedulerCalls):
                 self._subscribe()  # a master that does not know us (it lost us, or we it): subscribe again
             self._callback("call_refused", self, body)
         else:
-            reason = f"unexpected {env.type} on a framework's offers queue"
-            log.warning("framework=%s dead-lettering: %s", self.framework_id, reason)
-            self.bus.dead_letter(delivery, reason)
+            self.bus.dead_letter(delivery, f"unexpected {env.type} on a framework's offers queue")
             return
         self.bus.ack(delivery)
 
@@ -321,9 +318,7 @@ class SchedulerDriver(SchedulerCalls):
         if env is None:
             return
         if not isinstance(env.body, protocol.Status):
-            reason = f"unexpected {env.type} on a framework's status queue"
-            log.warning("framework=%s dead-lettering: %s", self.framework_id, reason)
-            self.bus.dead_letter(delivery, reason)
+            self.bus.dead_letter(delivery, f"unexpected {env.type} on a framework's status queue")
             return
         self._deliver_updates(env.body.updates)
         self.bus.ack(delivery)

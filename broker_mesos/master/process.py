@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 
 from broker_mesos.bus import topology
-from broker_mesos.bus.connection import Bus, Delivery
+from broker_mesos.bus.connection import Bus, Delivery, decode_delivery
 from broker_mesos.core import codec, protocol
 from broker_mesos.core.errors import CallRefused, ProtocolError
 from broker_mesos.core.master import (
@@ -34,6 +34,7 @@ from broker_mesos.core.master import (
     ToAgent,
     ToFramework,
 )
+from broker_mesos.core.ratelimit import LogLimiter
 from broker_mesos.master import registry
 from broker_mesos.master.allocators import load_policies
 from broker_mesos.master.election import Lease
@@ -46,6 +47,40 @@ REGISTRY_INTERVAL = 0.05  # seconds between snapshots (when something changed): 
 MAX_UNPERSISTED = 100  # write a snapshot early once this many state-changing deliveries wait for it
 FRAMEWORK_CHECK_INTERVAL = 1.0  # seconds between checks of each framework's offers-queue consumers
 FRAMEWORK_RECONNECT_GRACE = 10.0  # after taking over, frameworks get this long to reconnect first
+DROPPED_REPORT_INTERVAL = 10.0  # seconds between `dead-letters.dropped` events (when the count moved)
+SERVER_NAMED_PREFIXES = ("amq.gen-", "amq.rabbitmq.reply-to")
+
+
+def reply_allowed(reply_to: str, framework_id: str | None) -> bool:
+    """Where the master may send a reply: a server-named queue (exclusive to the connection that
+    declared it, e.g. `bmesos admin`'s) or direct reply-to; else only the calling framework's own
+    ``offers.<id>`` — or, for a message too broken to say whose it is, some framework's offers queue.
+    Never an agent's task queue, the master's own inputs, or anything else a call names."""
+    if reply_to.startswith(SERVER_NAMED_PREFIXES):
+        return True
+    if framework_id is not None:
+        return reply_to == topology.offers_queue_name(framework_id)
+    prefix = topology.offers_queue_name("")
+    return reply_to.startswith(prefix) and bool(codec.ID_PATTERN.match(reply_to[len(prefix):]))
+
+
+def check_routing(delivery: Delivery, envelope: codec.Envelope) -> None:
+    """The routing key must say what the envelope is (docs/protocol.md §5.3): a call's key is its
+    type, an agent's is ``register`` / ``heartbeat``, a status update's ``<fw>.<agent>.<state>`` of
+    every update in it."""
+    body, key = envelope.body, delivery.routing_key
+    if isinstance(body, protocol.Status):
+        for update in body.updates:
+            want = topology.status_key(update.framework_id, update.agent_id, update.state)
+            if key != want:
+                raise ProtocolError(f"status update for {want} sent with routing key {key[:300]!r}")
+        return
+    if isinstance(body, protocol.Register | protocol.Heartbeat):
+        want = topology.KEY_REGISTER if isinstance(body, protocol.Register) else topology.KEY_HEARTBEAT
+    else:
+        want = envelope.type
+    if key != want:
+        raise ProtocolError(f"{envelope.type} sent with routing key {key[:300]!r}, not {want!r}")
 
 
 class MasterProcess:
@@ -65,12 +100,18 @@ class MasterProcess:
         self._unpersisted: list[Delivery] = []  # state-changing deliveries waiting for a snapshot
         self._dirty = False
         self._seen_consuming: set[str] = set()
+        self.dropped: dict[str, int] = {}  # what `dead-letters` dropped, by reason (maxlen, expired)
+        self._dropped_reported: dict[str, int] = {}
+        self._refusals = LogLimiter()
         self.bus.declare(topology.master_registry_queue())
         self.bus.before_consume(self.lease.gate)
         queues = {q.name: q for q in topology.master_queues()}
         self.bus.consume(queues[topology.MASTER_AGENTS_QUEUE], self._on_agent_message)
         self.bus.consume(queues[topology.MASTER_CALLS_QUEUE], self._on_call)
         self.bus.consume(queues[topology.MASTER_STATUS_QUEUE], self._on_status)
+        dropped = {q.name: q for q in topology.DEAD_LETTER_QUEUES}[topology.DEAD_LETTER_DROPPED_QUEUE]
+        self.bus.consume(dropped, self._on_dropped)
+        self.bus.call_every(DROPPED_REPORT_INTERVAL, self._report_dropped)
         self.bus.on_ready(self._on_ready)
         self.bus.call_every(max(MIN_TICK, config.allocation_interval * TICK_FRACTION), self._tick)
         self.bus.call_every(REGISTRY_INTERVAL, self._persist)
@@ -111,9 +152,11 @@ class MasterProcess:
         def got(delivery: Delivery | None) -> None:
             if generation != self.bus.generation:
                 return
+            self.state.adopt_until = self.clock() + self.config.agent_reregister_timeout
             if delivery is not None:
                 try:
                     writer, self._seen_consuming = registry.restore(self.state, delivery.body, self.clock())
+                    self.state.adopt_until = self.clock() + self.config.agent_reregister_timeout
                     log.info("master %s restored the registry written by %s: %s", self.config.master_id, writer,
                              self.state.snapshot())
                 except registry.RegistryError as exc:
@@ -153,43 +196,52 @@ class MasterProcess:
         needed: a passive declare per framework). Only frameworks seen consuming can be lost this way."""
         if not self.active:
             return
-        generation = self.bus.generation
         for framework_id in list(self.state.frameworks):
-            def counted(count: int | None, framework_id: str = framework_id) -> None:
-                if generation != self.bus.generation or not self.active:
-                    return
-                log.debug("framework=%s offers queue consumers: %s", framework_id, count)
-                now = self.clock()
-                if count:
-                    if framework_id not in self._seen_consuming:
-                        self._seen_consuming.add(framework_id)
-                        self._dirty = True
-                    self.state.framework_connected(framework_id, now)
-                elif framework_id in self._seen_consuming and now - self.active_since >= FRAMEWORK_RECONNECT_GRACE:
-                    effects = self.state.framework_disconnected(framework_id, now)
-                    if effects:
-                        log.info("framework=%s disconnected (no consumer on its offers queue)", framework_id)
-                        self._dirty = True
-                        self._perform(effects)
+            self._check_framework(framework_id, subscribed=False)
 
-            self.bus.queue_consumers(topology.offers_queue_name(framework_id), counted)
+    def _check_framework(self, framework_id: str, subscribed: bool) -> None:
+        """Count the consumers of one framework's offers queue: none means nobody receives its offers.
+        Right after a SUBSCRIBE (``subscribed``) that holds at once: a framework must consume before
+        it subscribes, and one that never does gets no offers (its failover clock runs)."""
+        generation = self.bus.generation
+
+        def counted(count: int | None) -> None:
+            if generation != self.bus.generation or not self.active or framework_id not in self.state.frameworks:
+                return
+            log.debug("framework=%s offers queue consumers: %s", framework_id, count)
+            now = self.clock()
+            if count:
+                if framework_id not in self._seen_consuming:
+                    self._seen_consuming.add(framework_id)
+                    self._dirty = True
+                self.state.framework_connected(framework_id, now)
+            elif subscribed or (framework_id in self._seen_consuming
+                                and now - self.active_since >= FRAMEWORK_RECONNECT_GRACE):
+                effects = self.state.framework_disconnected(framework_id, now)
+                if effects:
+                    log.info("framework=%s disconnected (no consumer on its offers queue)", framework_id)
+                    self._dirty = True
+                    self._perform(effects)
+
+        self.bus.queue_consumers(topology.offers_queue_name(framework_id), counted)
 
     # -- inputs -----------------------------------------------------------------------------
     def _decode(self, delivery: Delivery, allowed: tuple[type, ...]) -> codec.Envelope | None:
         try:
-            envelope = codec.decode(delivery.body)
+            envelope = decode_delivery(delivery)
             if not isinstance(envelope.body, allowed):
                 raise ProtocolError(f"{envelope.type} is not accepted on {delivery.queue}")
+            check_routing(delivery, envelope)
         except ProtocolError as exc:
             self._reject(delivery, exc.reason)
             return None
         return envelope
 
-    def _reject(self, delivery: Delivery, reason: str, call_type: str = "", call_id: str = "") -> None:
-        """Dead-letter a bad message and, if the sender left an address, tell it why."""
-        log.warning("rejected message on %s (key %s): %s", delivery.queue, delivery.routing_key, reason)
+    def _reject(self, delivery: Delivery, reason: str, call_type: str = "", call_id: str = "",
+                framework_id: str | None = None) -> None:
+        """Dead-letter a bad message and, if the sender left an address it may use, tell it why."""
         reply_to = delivery.properties.reply_to
-        if reply_to:
+        if reply_to and reply_allowed(reply_to, framework_id):
             self.bus.publish("", reply_to, codec.encode(protocol.Error(reason, call_type, call_id), self.clock()),
                              persistent=False, correlation_id=delivery.properties.correlation_id)
         self.bus.dead_letter(delivery, reason)
@@ -202,7 +254,13 @@ class MasterProcess:
         before = (agent is not None, len(agent.tasks) if agent else 0, agent.total if agent else None)
 
         def apply(now: float) -> list[Effect]:
-            effects = self.state.agent_info(envelope.body, now)
+            try:
+                effects = self.state.agent_info(envelope.body, now)
+            except CallRefused as exc:  # an agent has no reply queue: dead-lettered, and said on `events`
+                self._reject(delivery, exc.reason)
+                self._perform([PublishEvent("agent.refused", {"agent_id": envelope.body.agent_id,
+                                                              "reason": exc.reason})])
+                raise _Settled from None
             after = self.state.agents[envelope.body.agent_id]
             self._changed_now = before != (True, len(after.tasks), after.total)
             return effects
@@ -218,7 +276,7 @@ class MasterProcess:
             self._on_admin_call(delivery, envelope, reply_to, now)
             return
         handlers: dict[type, Callable[[float], list[Effect]]] = {
-            protocol.Subscribe: lambda now: self.state.subscribe(call, reply_to, envelope.id, now),
+            protocol.Subscribe: lambda now: self.state.subscribe(call, reply_to, envelope.id, now, consuming=False),
             protocol.Accept: lambda now: self.state.accept(call, now),
             protocol.Decline: lambda now: self.state.decline(call, now),
             protocol.Kill: lambda now: self.state.kill(call, now),
@@ -230,27 +288,36 @@ class MasterProcess:
         try:
             effects = handlers[type(call)](now)
         except CallRefused as exc:
-            log.info("refused %s from framework=%s: %s", envelope.type, call.framework_id, exc.reason)
+            self._log_refusal(f"framework={call.framework_id}", envelope.type, exc.reason)
             error = protocol.Error(exc.reason, envelope.type, envelope.id)
             self._perform([ToFramework(call.framework_id, error, reply_to, envelope.id)])
             self._done(delivery)
             return
         except Exception as exc:  # a bug must not take the master down; the message says which
             log.exception("internal error applying %s", envelope.type)
-            self._reject(delivery, f"internal error: {exc.__class__.__name__}: {exc}", envelope.type, envelope.id)
+            self._reject(delivery, f"internal error: {exc.__class__.__name__}: {exc}", envelope.type, envelope.id,
+                         framework_id=call.framework_id)
             return
         if isinstance(call, protocol.Accept) and effects:
             log.debug("framework=%s launched %d tasks", call.framework_id, len(call.tasks))
         self._perform(effects)
         self._maybe_round()
         self._done(delivery)
+        if isinstance(call, protocol.Subscribe):
+            self._check_framework(call.framework_id, subscribed=True)
+
+    def _log_refusal(self, who: str, call_type: str, reason: str) -> None:
+        allowed, held = self._refusals.allow(who, self.clock())
+        if allowed:
+            more = f" ({held} more refused meanwhile)" if held else ""
+            log.info("refused %s from %s: %s%s", call_type, who, reason, more)
 
     def _on_admin_call(self, delivery: Delivery, envelope: codec.Envelope, reply_to: str | None, now: float) -> None:
         """An operator's call (``bmesos admin``): answered on reply_to, refused with ERROR, never fatal."""
         try:
             effects = self.state.admin(envelope.body, reply_to, envelope.id, now)
         except CallRefused as exc:
-            log.info("refused %s id=%s: %s", envelope.type, envelope.id, exc.reason)
+            self._log_refusal("operator", envelope.type, exc.reason)
             self._perform([ToFramework("", protocol.Error(exc.reason, envelope.type, envelope.id), reply_to,
                                        envelope.id)])
             self._done(delivery, changed=False)
@@ -282,6 +349,8 @@ class MasterProcess:
         self._changed_now = True
         try:
             effects = fn(self.clock())
+        except _Settled:
+            return
         except Exception as exc:
             log.exception("internal error applying %s", envelope.type)
             self._reject(delivery, f"internal error: {exc.__class__.__name__}: {exc}")
@@ -289,6 +358,23 @@ class MasterProcess:
         self._perform(effects)
         self._maybe_round()
         self._done(delivery, self._changed_now)
+
+    def _on_dropped(self, delivery: Delivery) -> None:
+        """A message `dead-letters` dropped (full, or past its age limit): counted, then forgotten."""
+        deaths = (delivery.properties.headers or {}).get("x-death")
+        reason = "unknown"
+        if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+            reason = str(deaths[0].get("reason", "unknown"))[:32]
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self.bus.ack(delivery)
+
+    def _report_dropped(self) -> None:
+        if self.active and self.dropped != self._dropped_reported:
+            self._dropped_reported = dict(self.dropped)
+            log.warning("dead-letters dropped %s message(s) since this master started (by reason: %s)",
+                        sum(self.dropped.values()), self.dropped)
+            self._perform([PublishEvent("dead-letters.dropped", {"total": sum(self.dropped.values()),
+                                                                 "by_reason": dict(self.dropped)})])
 
     # -- time -------------------------------------------------------------------------------
     def _tick(self) -> None:
@@ -330,12 +416,18 @@ class MasterProcess:
         body = codec.encode(effect.body, now)
         perishable = isinstance(effect.body, (protocol.Offers, protocol.Rescind))
         expiration = int(self.config.offer_timeout * 1000) if isinstance(effect.body, protocol.Offers) else None
-        if effect.reply_to:
+        if effect.reply_to and reply_allowed(effect.reply_to, effect.framework_id or None):
             self.bus.publish("", effect.reply_to, body, persistent=not perishable,
                              correlation_id=effect.correlation_id, expiration_ms=expiration)
-        else:
+        elif effect.framework_id:
             self.bus.publish(topology.OFFERS, effect.framework_id, body, persistent=not perishable,
                              correlation_id=effect.correlation_id, expiration_ms=expiration)
+        else:
+            log.debug("no allowed reply queue for a %s (reply_to %r)", type(effect.body).__name__, effect.reply_to)
+
+
+class _Settled(Exception):
+    """Raised inside an ``_apply`` step that has already dead-lettered its delivery."""
 
 
 def new_master_id() -> str:

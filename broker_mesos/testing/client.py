@@ -6,6 +6,7 @@ than against our own driver, and it lets a test send exactly the bad calls a bug
 
 from __future__ import annotations
 
+import collections
 import time
 import uuid
 from typing import Any
@@ -14,6 +15,7 @@ import pika
 import pika.adapters.blocking_connection
 
 from broker_mesos.bus import topology
+from broker_mesos.bus.connection import CONTENT_TYPE
 from broker_mesos.core import codec, protocol
 from broker_mesos.testing.wait import WaitTimeout
 
@@ -35,6 +37,10 @@ class RawFramework:
         self.events_queue = topology.offers_queue_name(framework_id)
         self.status_queue = topology.status_queue_name(framework_id)
         self.statuses: list[protocol.TaskStatus] = []
+        # a framework must consume its offers queue (the master offers nothing to one that does not)
+        self._events: collections.deque[bytes] = collections.deque()
+        self.channel.basic_consume(self.events_queue, lambda _ch, _m, _p, body: self._events.append(body),
+                                   auto_ack=True)
 
     def close(self) -> None:
         if self.connection.is_open:
@@ -47,7 +53,7 @@ class RawFramework:
         payload = raw if raw is not None else codec.encode(body, time.time(), call_id)
         key = routing_key if routing_key is not None else topology.call_type(type(body))
         self.channel.basic_publish(topology.MASTER, key, payload, pika.BasicProperties(
-            reply_to=self.events_queue, correlation_id=call_id, delivery_mode=2))
+            content_type=CONTENT_TYPE, reply_to=self.events_queue, correlation_id=call_id, delivery_mode=2))
         return call_id
 
     def subscribe(self, timeout: float = 20.0) -> protocol.Subscribed:
@@ -62,6 +68,9 @@ class RawFramework:
 
     # -- reading ----------------------------------------------------------------------------
     def _get(self, queue: str) -> Any | None:
+        if queue == self.events_queue:
+            self.connection.process_data_events(0)
+            return codec.decode(self._events.popleft()).body if self._events else None
         method, _props, body = self.channel.basic_get(queue, auto_ack=True)
         if method is None:
             return None

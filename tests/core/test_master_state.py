@@ -154,10 +154,100 @@ def test_kill_and_reconcile() -> None:
     c.accept("fw1", [offer], c.task("t", "a", "cpus:1"))
     effects = c.state.kill(protocol.Kill("fw1", ["t", "ghost"]), c.now)
     assert any(isinstance(e, ToAgent) and e.body == protocol.KillTasks("fw1", ["t"]) for e in effects)
-    lost = [e.status for e in effects if isinstance(e, PublishStatus)]
-    assert [(s.task_id, s.state) for s in lost] == [("ghost", TaskState.LOST)]
+    assert not [e for e in effects if isinstance(e, PublishStatus)]  # nothing on `status` for a ghost
+    (answer,) = [e for e in effects if isinstance(e, ToFramework)]
+    assert [(s.task_id, s.state, s.agent_id) for s in answer.body.updates] == [("ghost", TaskState.LOST, "")]
     (reply,) = c.state.reconcile(protocol.Reconcile("fw1", []), "q", "c1", c.now)
     assert [(u.task_id, u.state) for u in reply.body.updates] == [("t", TaskState.STAGING)]
+
+
+def test_kill_of_an_ended_task_is_answered_privately_with_its_final_state() -> None:
+    """Nothing may follow a task's terminal update on `status`: a late KILL gets the known end back."""
+    c = Cluster()
+    c.framework("fw1")
+    c.agent("a", "cpus:1;mem:512")
+    (offer,) = c.round()["fw1"]
+    c.accept("fw1", [offer], c.task("t", "a", "cpus:1"))
+    c.status("fw1", "t", "a", TaskState.FINISHED)
+    effects = c.state.kill(protocol.Kill("fw1", ["t"]), c.now)
+    assert not [e for e in effects if isinstance(e, PublishStatus | ToAgent)]
+    (answer,) = effects
+    assert isinstance(answer, ToFramework) and answer.framework_id == "fw1"
+    assert [(s.task_id, s.state, s.agent_id) for s in answer.body.updates] == [("t", TaskState.FINISHED, "a")]
+    (reply,) = c.state.reconcile(protocol.Reconcile("fw1", ["t", "nobody"]), "q", "c1", c.now)
+    assert [(u.task_id, u.state, u.agent_id) for u in reply.body.updates] == [
+        ("t", TaskState.FINISHED, "a"), ("nobody", TaskState.LOST, "")]
+
+
+def test_declines_of_two_offers_on_one_agent_keep_their_union_away() -> None:
+    """Each DECLINE filters its own offer; the two come back merged and must still be refused."""
+    c = Cluster()
+    c.framework("fw1")
+    c.agent("a", "cpus:2;mem:1024")
+    (first,) = c.round()["fw1"]
+    c.accept("fw1", [first], c.task("t", "a", "cpus:1;mem:512"))
+    (second,) = c.round()["fw1"]  # the rest: cpus:1;mem:512
+    c.status("fw1", "t", "a", TaskState.FINISHED)
+    (third,) = c.round()["fw1"]  # what t held, offered apart
+    c.state.decline(protocol.Decline("fw1", [second.offer_id], refuse_seconds=60), c.now)
+    c.state.decline(protocol.Decline("fw1", [third.offer_id], refuse_seconds=60), c.now)
+    c.now += 0.2
+    assert c.round() == {}  # the merged <2 cpus, 1024 mem> is the union of what was declined
+    c.state.check_invariants()
+    c.now += 60
+    assert c.round()["fw1"][0].resources == Resources.of(cpus=2, mem=1024)
+
+
+def test_repeated_declines_of_the_same_resources_do_not_pile_up_filters() -> None:
+    c = Cluster()
+    c.framework("fw1")
+    c.agent("a", "cpus:2;mem:1024")
+    for i in range(50):
+        (offer,) = c.round()["fw1"]
+        c.state.decline(protocol.Decline("fw1", [offer.offer_id], refuse_seconds=0.5), c.now)
+        c.now += 1.0 + i * 0.001
+    assert len(c.state.frameworks["fw1"].filters["a"]) == 1
+
+
+def test_a_framework_not_consuming_its_offers_queue_gets_no_offers_and_its_clock_runs() -> None:
+    c = Cluster()
+    c.agent("a", "cpus:2;mem:1024")
+    c.state.subscribe(protocol.Subscribe("ghost", "ghost", failover_timeout=5.0), None, "c", c.now, consuming=False)
+    c.framework("real")
+    assert set(c.round()) == {"real"}
+    c.state.check_invariants()
+    c.now += 6
+    c.state.tick(c.now)
+    assert "ghost" not in c.state.frameworks  # never seen consuming: removed after its failover timeout
+    late = protocol.Subscribe("late", "late", failover_timeout=5.0)
+    c.state.subscribe(late, None, "c", c.now, consuming=False)
+    c.state.framework_connected("late", c.now)  # the shell saw a consumer
+    c.now += 6
+    c.state.tick(c.now)
+    assert "late" in c.state.frameworks
+
+
+def test_tasks_an_agent_reports_that_the_master_never_launched_are_killed_not_adopted() -> None:
+    c = Cluster()
+    c.agent("a", "cpus:4;mem:1024")
+    phantom = protocol.Heartbeat("a", "a", Resources.parse("cpus:4;mem:1024"), tasks=[
+        protocol.AgentTask("phantom", "fw1", Resources.of(cpus=3))])
+    effects = c.state.agent_info(phantom, c.now)
+    assert [e.body for e in effects if isinstance(e, ToAgent)] == [protocol.KillTasks("fw1", ["phantom"])]
+    assert ("fw1", "phantom") not in c.state.tasks and c.state.agents["a"].free == c.state.agents["a"].total
+    c.state.check_invariants()
+
+
+def test_an_agent_claiming_more_than_the_maximum_is_refused_and_changes_nothing() -> None:
+    c = Cluster()
+    c.agent("a", "cpus:4;mem:1024")
+    total = c.state.total
+    with pytest.raises(CallRefused, match="more than the master admits"):
+        c.state.agent_info(protocol.Register("big", "big", Resources.of(cpus=1e9)), c.now)
+    with pytest.raises(CallRefused):
+        c.state.agent_info(protocol.Heartbeat("a", "a", Resources.of(cpus=1e9)), c.now)
+    assert "big" not in c.state.agents and c.state.total == total
+    assert c.state.agents["a"].total == Resources.parse("cpus:4;mem:1024")
 
 
 def test_teardown_releases_offers_and_kills_tasks() -> None:
@@ -176,6 +266,7 @@ def test_teardown_releases_offers_and_kills_tasks() -> None:
 
 def test_restarted_master_adopts_running_tasks_reported_by_agents() -> None:
     c = Cluster()
+    c.state.adopt_until = c.now + 10  # what the process shell sets on taking over
     c.state.agent_info(protocol.Heartbeat("a", "a", Resources.of(cpus=4), tasks=[
         protocol.AgentTask("t", "fw1", Resources.of(cpus=3))]), c.now)
     c.framework("fw1")

@@ -11,6 +11,7 @@ The books, checked on a quiet cluster after the fault (the workload stops its ch
 
 from __future__ import annotations
 
+import collections
 import signal
 import sys
 import time
@@ -110,7 +111,8 @@ class Auditor:
         call_id = uuid.uuid4().hex
         self.channel.basic_publish(topology.MASTER, topology.call_type(type(body)),
                                    codec.encode(body, time.time(), call_id),
-                                   pika.BasicProperties(reply_to=reply_to, correlation_id=call_id, delivery_mode=2))
+                                   pika.BasicProperties(content_type="application/msgpack", reply_to=reply_to,
+                                                        correlation_id=call_id, delivery_mode=2))
 
     def agent_tasks(self) -> dict[str, set[str]]:
         """Live tasks per agent as the latest heartbeats say (drains what arrived)."""
@@ -147,13 +149,16 @@ class Auditor:
             self.channel.queue_declare(q.name, durable=True, arguments=q.arguments or None)
             for exchange, key in q.bindings:
                 self.channel.queue_bind(q.name, exchange, routing_key=key)
+        arrived: collections.deque[bytes] = collections.deque()  # offers go only to a consuming framework
+        self.channel.basic_consume(queues[0].name, lambda _ch, _m, _p, body: arrived.append(body), auto_ack=True)
         self._call(protocol.Subscribe(self.framework_id, self.framework_id), queues[0].name)
         held: dict[str, Resources] = defaultdict(Resources)
         offers: dict[str, protocol.Offer] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            method, _props, body = self.channel.basic_get(queues[0].name, auto_ack=True)
-            if method is None:
+            self.connection.process_data_events(0)
+            body = arrived.popleft() if arrived else None
+            if body is None:
                 if {a: held.get(a, Resources()) for a in expected} == expected:
                     self._call(protocol.Teardown(self.framework_id), queues[0].name)  # leave the pool to others
                     return dict(held)

@@ -156,5 +156,6 @@ def test_a_staging_task_its_agent_never_received_is_dropped_after_the_grace() ->
     state.check_invariants()
     reported = protocol.Heartbeat("a1", "h", AGENT, tasks=[protocol.AgentTask("t2", "fw", TASK, TaskState.STAGING)],
                                   heartbeat_interval=1.0)
+    state.adopt_until = 10.0  # a take-over's window: tasks an agent reports are adopted, not killed
     state.agent_info(reported, 6.0)  # adopted from the agent: reported, so never dropped
     assert not [e for e in state.agent_info(reported, 60.0) if isinstance(e, PublishStatus)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -30,6 +31,8 @@ from broker_mesos.core.resources import Resources
 from broker_mesos.testing.processes import Proc, ProcessGroup
 from broker_mesos.testing.rabbit import RabbitNode, free_port
 from broker_mesos.testing.wait import wait_for
+
+MSGPACK = pika.BasicProperties(content_type="application/msgpack", delivery_mode=2)
 
 RESOURCES = "cpus:2;mem:512;disk:100;ports:[31000-31010]"
 FW = "fw1"
@@ -94,10 +97,12 @@ class FakeMaster:
         return wait_for(found, timeout, f"{task_id} to reach {state.value} (seen: {self.states(task_id)})")
 
     def send(self, agent_id: str, body: Any) -> None:
+        if isinstance(body, RunTasks):  # an agent refuses tasks placed on another agent
+            body = RunTasks(body.framework_id, [dataclasses.replace(t, agent_id=agent_id) for t in body.tasks])
         self.send_raw(agent_id, codec.encode(body, 0.0))
 
     def send_raw(self, agent_id: str, raw: bytes) -> None:
-        self.ch.basic_publish(topology.TASKS, agent_id, raw, pika.BasicProperties(delivery_mode=2))
+        self.ch.basic_publish(topology.TASKS, agent_id, raw, MSGPACK)
 
 
 @pytest.fixture
@@ -118,8 +123,8 @@ def start_agent(procs: ProcessGroup, broker_url: str, work_dir: Path, agent_id: 
     return proc
 
 
-def shell(task_id: str, value: str) -> TaskInfo:
-    return TaskInfo(task_id=task_id, agent_id="x", resources=Resources.of(cpus=0.1), command=CommandInfo(value))
+def shell(task_id: str, value: str, agent_id: str = "x") -> TaskInfo:
+    return TaskInfo(task_id=task_id, agent_id=agent_id, resources=Resources.of(cpus=0.1), command=CommandInfo(value))
 
 
 def test_registers_and_runs_command_tasks(procs: ProcessGroup, broker_url: str, master: FakeMaster,
@@ -245,7 +250,7 @@ def test_malformed_messages_are_dead_lettered(procs: ProcessGroup, broker_url: s
     assert reasons[0].startswith("not a msgpack message")
     assert reasons[1] == "unexpected message type REGISTER on tasks.a4"
     assert "body.tasks must be a list" in reasons[2]
-    proc.wait_output(r"dead-lettering a message from tasks.a4: not a msgpack message")
+    proc.wait_output(r"dead-lettered a message from tasks.a4 \(key a4\): not a msgpack message")
 
     master.send("a4", RunTasks(FW, [shell("after", "true")]))
     master.wait_state("after", TaskState.FINISHED)
@@ -324,7 +329,8 @@ def test_reregisters_and_reports_across_a_broker_restart(
 
     ch = durable_master()
     proc = start_agent(procs, url, tmp_path / "work", "a8")
-    ch.basic_publish(topology.TASKS, "a8", codec.encode(RunTasks(FW, [shell("t-during", "sleep 2")]), 0.0))
+    ch.basic_publish(topology.TASKS, "a8", codec.encode(RunTasks(FW, [shell("t-during", "sleep 2", "a8")]), 0.0),
+                     MSGPACK)
     seen: list[Any] = []
     wait_for(lambda: drain(ch, "test.status", seen) or any(u.state is TaskState.RUNNING for u in seen), 15,
              "t-during to run")
@@ -450,7 +456,8 @@ def test_updates_journaled_while_the_broker_is_down_survive_an_agent_crash(
     seen: list[TaskStatus] = []
     try:
         first = start_agent(procs, url, work, "a11", kill_on_stop=False)
-        ch.basic_publish(topology.TASKS, "a11", codec.encode(RunTasks(FW, [shell("t-j", until_go(0))]), 0.0))
+        ch.basic_publish(topology.TASKS, "a11", codec.encode(RunTasks(FW, [shell("t-j", until_go(0), "a11")]), 0.0),
+                         MSGPACK)
         wait_for(lambda: any(u.state is TaskState.RUNNING for u in drain(ch, seen)), 15, "t-j to run")
 
         node.stop()

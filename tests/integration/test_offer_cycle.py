@@ -166,8 +166,8 @@ def test_malformed_messages_are_dead_lettered_and_the_master_keeps_serving(
     start_master(procs, broker_url)
     fw = RawFramework(broker_url, "fw")
     frameworks.append(fw)
-    fw.channel.basic_publish(exchange, key, payload, pika.BasicProperties(reply_to=fw.events_queue,
-                                                                           correlation_id="bad-1"))
+    fw.channel.basic_publish(exchange, key, payload, pika.BasicProperties(
+        content_type="application/msgpack", reply_to=fw.events_queue, correlation_id="bad-1"))
 
     def dead_letter() -> tuple[object, bytes] | None:
         method, props, body = fw.channel.basic_get(topology.DEAD_LETTER_QUEUE, auto_ack=True)
