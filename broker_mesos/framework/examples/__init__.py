@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import time
 from types import FrameType
 
+from broker_mesos.cli.common import setup_logging  # the commands' logging: wire text escaped
 from broker_mesos.framework.driver import SchedulerDriver
+
+__all__ = ["common_arguments", "emit", "serve", "setup_logging"]
 
 POLL = 0.2
 
@@ -54,7 +56,3 @@ def serve(driver: SchedulerDriver, *, teardown_on_exit: bool) -> int:
     return 0
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
