@@ -6,8 +6,17 @@ import click
 
 from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, setup_logging
 from broker_mesos.core.codec import ID_PATTERN
-from broker_mesos.core.errors import PolicyError
+from broker_mesos.core.errors import PolicyError, ResourceError
 from broker_mesos.core.master import MasterConfig
+from broker_mesos.core.master_model import DEFAULT_MAX_AGENT_RESOURCES_TEXT
+from broker_mesos.core.resources import Resources
+
+
+def _resources(_ctx: click.Context, _param: click.Parameter, value: str) -> Resources:
+    try:
+        return Resources.parse(value)
+    except ResourceError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -31,6 +40,9 @@ def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 @click.option("--agent-reregister-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="After taking over, how long a master waits for the agents it restored to re-register "
                    "before the heartbeat rule can remove them.")
+@click.option("--max-agent-resources", callback=_resources, default=DEFAULT_MAX_AGENT_RESOURCES_TEXT, show_default=True,
+              metavar="RESOURCES",
+              help="The most one agent may report (scalars); a REGISTER or HEARTBEAT beyond it is refused.")
 @click.option("--master-id", callback=_master_id, default=None, help="This master's id (default: random).")
 @click.option("--allocator", default="drf", show_default=True,
               help="Allocation policy to start with (drf, priority, fair, binpack or an installed plugin); "
@@ -41,7 +53,7 @@ def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 @one_line_errors
 def master(broker: str, connect_timeout: float, allocation_interval: float, batch_threshold: int,
            offer_timeout: float, max_missed_heartbeats: int, agent_ping_timeout: float | None,
-           agent_reregister_timeout: float,
+           agent_reregister_timeout: float, max_agent_resources: Resources,
            master_id: str | None, allocator: str, allocator_params: tuple[str, ...], log_level: str) -> None:
     """Run the master: keeps cluster state, makes offers in allocation rounds, routes tasks to agents.
 
@@ -64,6 +76,7 @@ def master(broker: str, connect_timeout: float, allocation_interval: float, batc
     config = MasterConfig(master_id or new_master_id(), allocation_interval, batch_threshold, offer_timeout,
                           max_missed_heartbeats=max_missed_heartbeats, agent_ping_timeout=agent_ping_timeout,
                           agent_reregister_timeout=agent_reregister_timeout,
+                          max_agent_resources=max_agent_resources,
                           allocator=allocator, allocator_params=tuple(sorted(params.items())))
     process = MasterProcess(broker, config, connect_timeout=connect_timeout)
     process.install_signal_handlers()
