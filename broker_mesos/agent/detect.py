@@ -33,7 +33,7 @@ def default_agent_id(hostname: str | None = None) -> str:
 
 def check_agent_id(agent_id: str) -> str:
     """Return ``agent_id`` if it can name a queue and a routing key, else raise ``ValueError``."""
-    if not ID_PATTERN.match(agent_id):
+    if not ID_PATTERN.fullmatch(agent_id):
         raise ValueError(f"{agent_id!r} is not a valid agent id (1-128 of A-Z a-z 0-9 _ -)")
     return agent_id
 

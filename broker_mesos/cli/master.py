@@ -20,7 +20,7 @@ def _resources(_ctx: click.Context, _param: click.Parameter, value: str) -> Reso
 
 
 def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not ID_PATTERN.match(value):
+    if value is not None and not ID_PATTERN.fullmatch(value):
         raise click.BadParameter("must be 1-128 of A-Z a-z 0-9 _ -")
     return value
 

@@ -2,7 +2,31 @@
 
 Each body class is compiled once into a decoder that checks field names (unknown or missing), types,
 ranges and identifier syntax, so a malformed message fails with one ``ProtocolError`` saying what is
-wrong and never reaches the state machines.
+wrong and never reaches the state machines. ``decode`` returns a validated ``Envelope`` or raises
+``ProtocolError`` for any input bytes whatsoever.
+
+Bounds (beyond each field's own type and range):
+
+- ``MAX_MESSAGE_BYTES`` = 8 MiB per message;
+- envelope ``id``: a string of 1-128 characters; envelope ``ts``: a finite number in
+  ``[0, MAX_TIMESTAMP]``, ``MAX_TIMESTAMP`` = 1e11 seconds (the year 5138), so every consumer can turn
+  it into a date;
+- every map key is a string (a bytes key, which msgpack can carry, is refused);
+- ``MAX_STRING`` = 65,536 characters per string, map keys included;
+- ``MAX_LIST_ITEMS`` = 100,000 items per list and entries per map;
+- identifiers (``id_field``) match ``ID_PATTERN`` in full (no trailing newline, which ``$`` lets
+  through with ``re.match``): 1-128 of ``A-Z a-z 0-9 _ -``; only a field declared
+  ``id_field(empty_ok=True)`` may also be ``""`` (``TaskStatus.agent_id``: agent unknown);
+- role names (``role_field``) match ``ROLE_PATTERN`` in full: ``*``, or 1-128 of ``A-Z a-z 0-9 _ . -`` not
+  starting with ``.`` or ``-``;
+- every float is finite; numbers are never booleans;
+- free-form values (``Any``, e.g. ``EVENT.detail``) are JSON-like: null, booleans, integers, finite
+  floats, strings, lists and string-keyed maps, nested at most ``MAX_ANY_DEPTH`` = 16 deep;
+- ``Resources``: the bounds in ``broker_mesos.core.resources`` (``MAX_SCALAR``, ``MAX_RANGE_VALUE``,
+  ``MAX_RANGES``, ``MAX_SET_ITEMS``, ``MAX_SET_ITEM_CHARS``, ``MAX_RESOURCE_NAMES``).
+
+A reason quotes wire data in at most ``MAX_QUOTE`` = 100 characters, so a huge value never makes a huge
+reason (reasons travel back to the sender and into the dead-letter header).
 """
 
 from __future__ import annotations
@@ -21,13 +45,19 @@ from typing import Any
 import msgpack
 
 from broker_mesos.core.errors import ProtocolError, ResourceError
-from broker_mesos.core.resources import Resources
+from broker_mesos.core.resources import Resources, brief
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_LIST_ITEMS = 100_000
 MAX_STRING = 65_536
+MAX_TIMESTAMP = 1e11
+MAX_ANY_DEPTH = 16
+MAX_QUOTE = 100
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+ROLE_PATTERN = re.compile(r"^(\*|[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
+
+_ENVELOPE_FIELDS = frozenset({"v", "type", "id", "ts", "body"})
 
 Decoder = Callable[[Any, str], Any]
 Encoder = Callable[[Any], Any]
@@ -51,9 +81,15 @@ def message(type_name: str) -> Callable[[type], type]:
     return register
 
 
-def id_field(**kwargs: Any) -> Any:
-    """A string field that must be an identifier: safe in queue names and routing keys."""
-    return dataclasses.field(metadata={"id": True}, **kwargs)
+def id_field(*, empty_ok: bool = False, **kwargs: Any) -> Any:
+    """A string field that must be an identifier: safe in queue names and routing keys. ``empty_ok``
+    also allows ``""``, for a field where "none" or "unknown" must not be spelled as a legal id."""
+    return dataclasses.field(metadata={"id": True, "empty_ok": empty_ok}, **kwargs)
+
+
+def role_field(**kwargs: Any) -> Any:
+    """A string field that must be a role name (``ROLE_PATTERN``), checked alike in every message."""
+    return dataclasses.field(metadata={"role": True}, **kwargs)
 
 
 def bounded(lo: float | None = None, hi: float | None = None, **kwargs: Any) -> Any:
@@ -145,7 +181,7 @@ def _value_encoder(tp: Any) -> Encoder | None:
 
 
 def decode(raw: bytes) -> Envelope:
-    """Decode and validate envelope bytes, or raise ``ProtocolError`` with the reason."""
+    """Decode and validate envelope bytes, or raise ``ProtocolError`` with the reason (for any bytes)."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES} byte limit")
     try:
@@ -154,28 +190,55 @@ def decode(raw: bytes) -> Envelope:
         raise ProtocolError(f"not a msgpack message: {exc.__class__.__name__}") from None
     if not isinstance(env, dict):
         raise ProtocolError("envelope must be a map")
-    missing = {"v", "type", "id", "ts", "body"} - set(env)
+    _check_keys(env, "envelope")
+    missing = _ENVELOPE_FIELDS - env.keys()
     if missing:
         raise ProtocolError(f"envelope is missing {sorted(missing)}")
-    if set(env) - {"v", "type", "id", "ts", "body"}:
-        raise ProtocolError(f"envelope has unknown fields {sorted(set(env) - {'v', 'type', 'id', 'ts', 'body'})}")
-    if env["v"] != VERSION:
-        raise ProtocolError(f"unsupported protocol version {env['v']!r} (this side speaks {VERSION})")
+    if env.keys() - _ENVELOPE_FIELDS:
+        raise ProtocolError(f"envelope has unknown fields {_quote(sorted(env.keys() - _ENVELOPE_FIELDS))}")
+    if not _is_number(env["v"]) or env["v"] != VERSION:
+        raise ProtocolError(f"unsupported protocol version {_quote(env['v'])} (this side speaks {VERSION})")
     type_name = env["type"]
     cls = _REGISTRY.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
-        raise ProtocolError(f"unknown message type {type_name!r}")
+        raise ProtocolError(f"unknown message type {_quote(type_name)}")
     if not isinstance(env["id"], str) or not 0 < len(env["id"]) <= 128:
-        raise ProtocolError("envelope id must be a non-empty string")
+        raise ProtocolError("envelope id must be a string of 1-128 characters")
     ts = env["ts"]
-    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
-        raise ProtocolError("envelope ts must be a number")
-    body = decode_body(cls, env["body"])
+    if not _is_number(ts) or not math.isfinite(ts) or not 0 <= ts <= MAX_TIMESTAMP:
+        raise ProtocolError(f"envelope ts must be a number of seconds in [0, {MAX_TIMESTAMP:g}]")
+    try:
+        body = decode_body(cls, env["body"])
+    except ProtocolError:
+        raise
+    except Exception as exc:  # the last fence: a decoder bug must still be the sender's ProtocolError
+        raise ProtocolError(f"body of {type_name} could not be decoded ({exc.__class__.__name__})") from None
     return Envelope(type_name, env["id"], float(ts), body)
 
 
 def decode_body(cls: type, data: Any, where: str = "body") -> Any:
+    """Decode and validate one body (or nested record) of type ``cls`` from its wire form."""
     return _decoder_for(cls)(data, where)
+
+
+def _quote(value: Any) -> str:
+    return brief(value, MAX_QUOTE)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _check_keys(data: dict[Any, Any], where: str) -> None:
+    for k in data:
+        if not isinstance(k, str):
+            raise ProtocolError(f"{where} keys must be strings, not {type(k).__name__} ({_quote(k)})")
+        if len(k) > MAX_STRING:
+            raise ProtocolError(f"{where} has a key longer than {MAX_STRING} characters")
+
+
+def _key_path(where: str, key: str) -> str:
+    return f"{where}.{key}" if len(key) <= 40 else f"{where}.{key[:37]}..."
 
 
 def _decoder_for(cls: type) -> Decoder:
@@ -197,9 +260,10 @@ def _compile_decoder(cls: type) -> Decoder:
     def dec(data: Any, where: str) -> Any:
         if not isinstance(data, dict):
             raise ProtocolError(f"{where} must be a map")
+        _check_keys(data, where)
         unknown = data.keys() - names
         if unknown:
-            raise ProtocolError(f"{where} has unknown fields {sorted(unknown)}")
+            raise ProtocolError(f"{where} has unknown fields {_quote(sorted(unknown))}")
         kwargs = {}
         for name, field_dec, required in specs:
             if name in data:
@@ -218,15 +282,18 @@ def _value_decoder(tp: Any, meta: Any) -> Decoder:
         inner = _value_decoder(args[0], meta)
         return lambda v, w: None if v is None else inner(v, w)
     if tp is str:
-        is_id = bool(meta.get("id"))
+        is_id, empty_ok, is_role = bool(meta.get("id")), bool(meta.get("empty_ok")), bool(meta.get("role"))
 
         def dec_str(v: Any, w: str) -> str:
             if not isinstance(v, str):
                 raise ProtocolError(f"{w} must be a string, not {type(v).__name__}")
             if len(v) > MAX_STRING:
                 raise ProtocolError(f"{w} is longer than {MAX_STRING} characters")
-            if is_id and not ID_PATTERN.match(v):
-                raise ProtocolError(f"{w} {v!r} is not an identifier (1-128 of A-Z a-z 0-9 _ -)")
+            if is_id and not ID_PATTERN.fullmatch(v) and not (empty_ok and v == ""):
+                raise ProtocolError(f"{w} {_quote(v)} is not an identifier (1-128 of A-Z a-z 0-9 _ -)")
+            if is_role and not ROLE_PATTERN.fullmatch(v):
+                raise ProtocolError(f"{w} {_quote(v)} is not a role name "
+                                    "(*, or 1-128 of A-Z a-z 0-9 _ . - not starting with . or -)")
             return v
 
         return dec_str
@@ -242,7 +309,7 @@ def _value_decoder(tp: Any, meta: Any) -> Decoder:
         want_int = tp is int
 
         def dec_num(v: Any, w: str) -> Any:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or (want_int and not isinstance(v, int)):
+            if not _is_number(v) or (want_int and not isinstance(v, int)):
                 raise ProtocolError(f"{w} must be {'an integer' if want_int else 'a number'}")
             if not want_int and not math.isfinite(v):
                 raise ProtocolError(f"{w} must be finite")
@@ -257,7 +324,7 @@ def _value_decoder(tp: Any, meta: Any) -> Decoder:
                 raise ProtocolError(f"{w} must be a map")
             try:
                 return Resources.from_wire(v)
-            except (ResourceError, TypeError, ValueError) as exc:
+            except ResourceError as exc:
                 raise ProtocolError(f"{w}: {exc}") from None
 
         return dec_res
@@ -278,7 +345,7 @@ def _value_decoder(tp: Any, meta: Any) -> Decoder:
         make = tuple if origin is tuple else list
 
         def dec_list(v: Any, w: str) -> Any:
-            if not isinstance(v, (list, tuple)):
+            if not isinstance(v, list):  # not tuple: msgpack's ExtType is one
                 raise ProtocolError(f"{w} must be a list")
             if len(v) > MAX_LIST_ITEMS:
                 raise ProtocolError(f"{w} has more than {MAX_LIST_ITEMS} items")
@@ -286,24 +353,47 @@ def _value_decoder(tp: Any, meta: Any) -> Decoder:
 
         return dec_list
     if origin is dict:
-        _, val_tp = typing.get_args(tp)
-        inner = _value_decoder(val_tp, {})
-        any_value = val_tp is Any
+        inner = _value_decoder(typing.get_args(tp)[1], {})
 
         def dec_dict(v: Any, w: str) -> Any:
             if not isinstance(v, dict):
                 raise ProtocolError(f"{w} must be a map")
             if len(v) > MAX_LIST_ITEMS:
                 raise ProtocolError(f"{w} has more than {MAX_LIST_ITEMS} entries")
-            for k in v:
-                if not isinstance(k, str):
-                    raise ProtocolError(f"{w} keys must be strings")
-            return dict(v) if any_value else {k: inner(x, f"{w}.{k}") for k, x in v.items()}
+            _check_keys(v, w)
+            return {k: inner(x, _key_path(w, k)) for k, x in v.items()}
 
         return dec_dict
     if tp is Any:
-        return lambda v, w: v
+        return _dec_any
     raise TypeError(f"no decoder for field type {tp!r}")
+
+
+def _dec_any(v: Any, w: str, depth: int = 0) -> Any:
+    """A free-form value, kept JSON-like so any consumer can print, store or re-send it."""
+    if depth > MAX_ANY_DEPTH:
+        raise ProtocolError(f"{w} is nested more than {MAX_ANY_DEPTH} deep")
+    if v is None or isinstance(v, bool | int):
+        return v
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ProtocolError(f"{w} must be finite")
+        return v
+    if isinstance(v, str):
+        if len(v) > MAX_STRING:
+            raise ProtocolError(f"{w} is longer than {MAX_STRING} characters")
+        return v
+    if isinstance(v, list):
+        if len(v) > MAX_LIST_ITEMS:
+            raise ProtocolError(f"{w} has more than {MAX_LIST_ITEMS} items")
+        return [_dec_any(x, f"{w}[{i}]", depth + 1) for i, x in enumerate(v)]
+    if isinstance(v, dict):
+        if len(v) > MAX_LIST_ITEMS:
+            raise ProtocolError(f"{w} has more than {MAX_LIST_ITEMS} entries")
+        _check_keys(v, w)
+        return {k: _dec_any(x, _key_path(w, k), depth + 1) for k, x in v.items()}
+    raise ProtocolError(f"{w} must be null, a boolean, a number, a string, a list or a map, "
+                        f"not {type(v).__name__}")
 
 
 def registered_types() -> dict[str, type]:

@@ -33,7 +33,7 @@ from broker_mesos.core.master_model import (
     ToFramework,
 )
 from broker_mesos.core.protocol import TaskState, TaskStatus
-from broker_mesos.core.resources import EMPTY, Resources
+from broker_mesos.core.resources import EMPTY, MAX_RANGES, Resources
 
 # the data model is imported from here by the process shell, the registry and the tests
 __all__ = ["AgentRecord", "Effect", "FrameworkRecord", "MasterConfig", "MasterState", "OfferRecord",
@@ -343,7 +343,7 @@ class MasterState(AgentRules):
         for alloc in allocations:
             offer = self._make_offer(alloc, now)
             agent = self.agents[alloc.agent_id]
-            offered.setdefault(alloc.framework_id, []).append(alloc.resources)
+            offered.setdefault(alloc.framework_id, []).append(offer.resources)
             per_framework.setdefault(alloc.framework_id, []).append(protocol.Offer(
                 offer.offer_id, offer.framework_id, agent.agent_id, agent.hostname, offer.resources,
                 dict(agent.attributes), timeout))
@@ -371,7 +371,13 @@ class MasterState(AgentRules):
         return [ToFramework("", reply, reply_to, call_id), *(PublishEvent(kind, detail) for kind, detail in events)]
 
     def _make_offer(self, alloc: Allocation, now: float) -> OfferRecord:
-        """Book an offer against its agent and framework; the caller adds it to ``framework.allocated``."""
+        """Book an offer against its agent and framework; the caller adds it to ``framework.allocated``.
+        An offer never holds more ranges per resource than a message may carry (free ports fragment as
+        tasks take some): the rest stays in the pool for the next round."""
+        if any(len(r) > MAX_RANGES for r in alloc.resources.ranges.values()):
+            capped = Resources(alloc.resources.scalars, {k: v[:MAX_RANGES] for k, v in alloc.resources.ranges.items()},
+                               alloc.resources.sets)
+            alloc = Allocation(alloc.framework_id, alloc.agent_id, capped)
         offer = OfferRecord(f"{self.config.master_id}-O{next(self._offer_ids)}", alloc.framework_id,
                             alloc.agent_id, alloc.resources, now + self.config.offer_timeout)
         self.offers[offer.offer_id] = offer

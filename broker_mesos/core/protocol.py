@@ -10,10 +10,16 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker_mesos.core.codec import bounded, id_field, message
+from broker_mesos.core.codec import MAX_TIMESTAMP, bounded, id_field, message, role_field
 from broker_mesos.core.resources import Resources
 
 DEFAULT_REFUSE_SECONDS = 5.0
+# how long a framework whose scheduler is gone keeps its tasks (Mesos' default, 0, killed every task on
+# a connection blip): ten minutes outlast a broker restart, a RabbitMQ node failover and a scheduler
+# restarted by its supervisor, while the tasks of a framework that died for good (its id is random by
+# default, so nothing can come back as it) free their resources within the same ten minutes.
+# Long-running services that must survive longer outages of their scheduler set more (Marathon: a week).
+DEFAULT_FAILOVER_TIMEOUT = 600.0
 MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
 
 
@@ -66,10 +72,10 @@ class TaskInfo:
 class TaskStatus:
     task_id: str = id_field()
     framework_id: str = id_field()
-    agent_id: str = id_field()
+    agent_id: str = id_field(empty_ok=True)  # "" when the master reports a task it knows no agent for
     state: TaskState
     uuid: str = id_field()
-    timestamp: float = bounded(0.0)
+    timestamp: float = bounded(0.0, MAX_TIMESTAMP)
     message: str = ""
     reason: str = ""
     source: str = "SOURCE_AGENT"
@@ -130,10 +136,10 @@ class Heartbeat(_AgentInfo):
 class Subscribe:
     framework_id: str = id_field()
     name: str = ""
-    role: str = "*"
+    role: str = role_field(default="*")
     weight: float = bounded(0.001, 1e6, default=1.0)
     user: str = ""
-    failover_timeout: float = bounded(0.0, MAX_REFUSE_SECONDS, default=0.0)
+    failover_timeout: float = bounded(0.0, MAX_REFUSE_SECONDS, default=DEFAULT_FAILOVER_TIMEOUT)
     # Mesos' PARTITION_AWARE capability: tasks on a lost agent go TASK_UNREACHABLE (not LOST) and are
     # kept, not killed, if the agent comes back
     partition_aware: bool = False
@@ -215,7 +221,7 @@ class GetAllocator:
 class SetRole:
     """Set a role's weight and quota; an absent field keeps its current value."""
 
-    role: str
+    role: str = role_field()
     weight: float | None = bounded(0.001, 1e6, default=None)
     guarantee: Resources | None = None
     limit: Resources | None = None
@@ -229,7 +235,7 @@ class GetRoles:
 
 @dataclass(frozen=True, slots=True)
 class RoleInfo:
-    role: str
+    role: str = role_field()
     weight: float = 1.0
     guarantee: Resources = field(default_factory=Resources)
     limit: Resources = field(default_factory=Resources)

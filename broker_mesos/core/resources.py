@@ -3,11 +3,35 @@
 ``Resources`` is immutable and behaves like a number: ``a + b``, ``a - b`` (raises ``ResourceError``
 rather than going negative), ``a <= b`` (fits inside), ``a.contains(b)``. Scalars are kept to three
 decimals, as Mesos does, so repeated adding and subtracting of 0.1 CPU never drifts.
+
+Bounds, so that no bundle read from the wire or from agent text can make later arithmetic slow or
+non-finite (``from_wire`` and ``parse`` refuse anything outside them with ``ResourceError``):
+
+- names: ``_NAME`` (a lower-case letter, then up to 63 of ``a-z 0-9 _ . -``), at most
+  ``MAX_RESOURCE_NAMES`` = 64 names per kind (scalars, ranges, sets);
+- a scalar is a finite number (not a boolean) in ``[0, MAX_SCALAR]``, ``MAX_SCALAR`` = 1e12: large
+  enough for any machine in any unit we use (MB of memory or disk), small enough that three decimals
+  stay exact in a float;
+- a range resource is a list of at most ``MAX_RANGES`` = 1024 ``[begin, end]`` pairs (counted as
+  sent, before merging) of integers (not booleans, not floats) with
+  ``0 <= begin <= end <= MAX_RANGE_VALUE`` = 2**32 - 1: ports and any other 32-bit numbered thing
+  fit, and a range's size stays exact in a float;
+- a set resource is a list of at most ``MAX_SET_ITEMS`` = 1024 strings of 1 to
+  ``MAX_SET_ITEM_CHARS`` = 128 characters each.
+
+Constructing ``Resources(...)`` refuses non-finite or negative scalars, range bounds outside
+``[0, MAX_RANGE_VALUE]`` and bad set items too; it does not apply the scalar and count caps, because
+the allocator builds bundles that legitimately sum many agents. Range arithmetic is
+O((n + m) log(n + m)) at worst (a sort when adding; one sweep when subtracting; binary search when
+testing containment).
 """
 
 from __future__ import annotations
 
+import math
 import re
+import reprlib
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +40,25 @@ from broker_mesos.core.errors import ResourceError
 
 Range = tuple[int, int]
 
+MAX_SCALAR = 1e12
+MAX_RANGE_VALUE = 2**32 - 1
+MAX_RANGES = 1024
+MAX_SET_ITEMS = 1024
+MAX_SET_ITEM_CHARS = 128
+MAX_RESOURCE_NAMES = 64
+
 _SCALAR_PRECISION = 3
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+_KINDS = ("scalars", "ranges", "sets")
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 60, 60
+
+
+def brief(value: object, limit: int = 100) -> str:
+    """A repr of wire data short enough for an error reason (never more than ``limit`` characters)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _round(value: float) -> float:
@@ -38,26 +79,36 @@ def _normalise_ranges(ranges: Iterable[Range]) -> tuple[Range, ...]:
 
 
 def _subtract_ranges(have: tuple[Range, ...], take: tuple[Range, ...]) -> tuple[Range, ...]:
+    """``have`` minus ``take``, both normalised: one sweep over the two, O(n + m)."""
     out: list[Range] = []
+    j = 0
     for lo, hi in have:
-        pieces = [(lo, hi)]
-        for tlo, thi in take:
-            next_pieces: list[Range] = []
-            for plo, phi in pieces:
-                if thi < plo or tlo > phi:
-                    next_pieces.append((plo, phi))
-                    continue
-                if plo < tlo:
-                    next_pieces.append((plo, tlo - 1))
-                if thi < phi:
-                    next_pieces.append((thi + 1, phi))
-            pieces = next_pieces
-        out.extend(pieces)
-    return _normalise_ranges(out)
+        while j < len(take) and take[j][1] < lo:
+            j += 1
+        start = lo
+        while j < len(take) and take[j][0] <= hi:
+            tlo, thi = take[j]
+            if tlo > start:
+                out.append((start, tlo - 1))
+            start = max(start, thi + 1)
+            if thi > hi:
+                break  # this piece of ``take`` reaches into the next range of ``have``
+            j += 1
+        if start <= hi:
+            out.append((start, hi))
+    return tuple(out)
 
 
 def _ranges_contain(have: tuple[Range, ...], want: tuple[Range, ...]) -> bool:
-    return all(any(lo <= wlo and whi <= hi for lo, hi in have) for wlo, whi in want)
+    """Whether normalised ``have`` covers every range of ``want``: a binary search each, O(m log n)."""
+    if not want:
+        return True
+    starts = [lo for lo, _ in have]
+    for wlo, whi in want:
+        at = bisect_right(starts, wlo) - 1
+        if at < 0 or have[at][1] < whi:
+            return False
+    return True
 
 
 def _range_size(ranges: tuple[Range, ...]) -> int:
@@ -76,23 +127,19 @@ class Resources:
         scalars = {}
         for name, value in self.scalars.items():
             _check_name(name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-                raise ResourceError(f"resource {name!r} must be a number, not {value!r}")
-            if value < 0:
-                raise ResourceError(f"resource {name!r} is negative ({value})")
-            value = _round(float(value))
+            value = _round(_check_scalar(name, value))
             if value > 0:
                 scalars[name] = value
         ranges = {}
         for name, value in self.ranges.items():
             _check_name(name)
-            normal = _normalise_ranges((int(lo), int(hi)) for lo, hi in value)
+            normal = _normalise_ranges(_check_range(name, pair) for pair in value)
             if normal:
                 ranges[name] = normal
         sets = {}
         for name, value in self.sets.items():
             _check_name(name)
-            items = frozenset(str(v) for v in value)
+            items = frozenset(_check_set_item(name, v) for v in value)
             if items:
                 sets[name] = items
         object.__setattr__(self, "scalars", scalars)
@@ -107,10 +154,11 @@ class Resources:
 
     @classmethod
     def parse(cls, text: str) -> Resources:
-        """Parse Mesos' agent syntax: ``cpus:4;mem:4096;ports:[31000-32000,33000-33010];gpus:{0,1}``."""
+        """Parse Mesos' agent syntax: ``cpus:4;mem:4096;ports:[31000-32000,33000-33010];gpus:{0,1}``, within
+        the wire's bounds (an agent's bundle travels in REGISTER)."""
         scalars: dict[str, float] = {}
         ranges: dict[str, list[Range]] = {}
-        sets: dict[str, set[str]] = {}
+        sets: dict[str, list[str]] = {}
         for part in filter(None, (p.strip() for p in text.split(";"))):
             name, sep, value = part.partition(":")
             name, value = name.strip(), value.strip()
@@ -125,13 +173,13 @@ class Resources:
                         raise ResourceError(f"cannot parse range {piece!r} of {name!r}") from None
                     ranges.setdefault(name, []).append(bounds)
             elif value.startswith("{") and value.endswith("}"):
-                items = {p.strip() for p in value[1:-1].split(",") if p.strip()}
-                sets.setdefault(name, set()).update(items)
+                sets.setdefault(name, []).extend(p.strip() for p in value[1:-1].split(",") if p.strip())
             else:
                 try:
                     scalars[name] = scalars.get(name, 0.0) + float(value)
                 except ValueError:
                     raise ResourceError(f"cannot parse {name!r} value {value!r} as a number") from None
+        _check_caps(scalars, ranges, sets)
         return cls(scalars, {k: tuple(v) for k, v in ranges.items()}, {k: frozenset(v) for k, v in sets.items()})
 
     # -- wire form ----------------------------------------------------------------------------
@@ -147,23 +195,25 @@ class Resources:
         return out
 
     @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> Resources:
-        unknown = set(data) - {"scalars", "ranges", "sets"}
-        if unknown:
-            raise ResourceError(f"unknown resource kinds {sorted(unknown)}")
-        scalars = data.get("scalars", {})
-        ranges = data.get("ranges", {})
-        sets = data.get("sets", {})
-        if not all(isinstance(x, dict) for x in (scalars, ranges, sets)):
-            raise ResourceError("scalars, ranges and sets must be maps")
-        try:
-            parsed_ranges = {k: tuple((int(lo), int(hi)) for lo, hi in v) for k, v in ranges.items()}
-        except (TypeError, ValueError):
-            raise ResourceError("ranges must be lists of [begin, end] integer pairs") from None
-        for name, value in sets.items():
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ResourceError(f"set resource {name!r} must be a list of strings")
-        return cls(scalars, parsed_ranges, {k: frozenset(v) for k, v in sets.items()})
+    def from_wire(cls, data: Any) -> Resources:
+        """The inverse of ``to_wire``, strict: anything outside the module's bounds is a ``ResourceError``."""
+        if not isinstance(data, dict):
+            raise ResourceError("resources must be a map")
+        for kind in data:
+            if kind not in _KINDS:
+                raise ResourceError(f"unknown resource kind {brief(kind)}")
+        scalars, ranges, sets = (data.get(kind, {}) for kind in _KINDS)
+        for kind, named in zip(_KINDS, (scalars, ranges, sets), strict=True):
+            if not isinstance(named, dict):
+                raise ResourceError(f"{kind} must be a map")
+            if len(named) > MAX_RESOURCE_NAMES:
+                raise ResourceError(f"more than {MAX_RESOURCE_NAMES} {kind} resources")
+            for name, value in named.items():
+                _check_name(name)
+                if kind != "scalars" and not isinstance(value, list):
+                    raise ResourceError(f"{kind} {name!r} must be a list, not {brief(value)}")
+        _check_caps(scalars, ranges, sets)
+        return cls(scalars, ranges, sets)
 
     # -- arithmetic ---------------------------------------------------------------------------
     @classmethod
@@ -263,8 +313,53 @@ EMPTY = Resources()
 
 
 def _check_name(name: object) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ResourceError(f"bad resource name {name!r}")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ResourceError(f"bad resource name {brief(name)}")
+
+
+def _check_scalar(name: str, value: object) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ResourceError(f"resource {name!r} must be a number, not {brief(value)}")
+    if not math.isfinite(value):
+        raise ResourceError(f"resource {name!r} must be finite, not {value}")
+    if value < 0:
+        raise ResourceError(f"resource {name!r} is negative ({value})")
+    return float(value)
+
+
+def _check_range(name: str, pair: object) -> Range:
+    if not isinstance(pair, list | tuple) or len(pair) != 2:
+        raise ResourceError(f"range resource {name!r} must hold [begin, end] pairs, not {brief(pair)}")
+    lo, hi = pair
+    for bound in (lo, hi):
+        if not isinstance(bound, int) or isinstance(bound, bool):
+            raise ResourceError(f"range resource {name!r} bounds must be integers, not {brief(bound)}")
+    if not 0 <= lo <= hi <= MAX_RANGE_VALUE:
+        raise ResourceError(f"range {lo}-{hi} of {name!r} is empty or outside [0, {MAX_RANGE_VALUE}]")
+    return lo, hi
+
+
+def _check_set_item(name: str, item: object) -> str:
+    if not isinstance(item, str) or not 0 < len(item) <= MAX_SET_ITEM_CHARS:
+        raise ResourceError(f"set resource {name!r} items must be strings of 1-{MAX_SET_ITEM_CHARS} characters, "
+                            f"not {brief(item)}")
+    return item
+
+
+def _check_caps(scalars: Mapping[str, Any], ranges: Mapping[str, Any], sets: Mapping[str, Any]) -> None:
+    """The bounds a bundle from outside (wire or agent text) must keep besides its values'."""
+    for kind, named in zip(_KINDS, (scalars, ranges, sets), strict=True):
+        if len(named) > MAX_RESOURCE_NAMES:
+            raise ResourceError(f"more than {MAX_RESOURCE_NAMES} {kind} resources")
+    for name, value in scalars.items():
+        if isinstance(value, int | float) and math.isfinite(value) and value > MAX_SCALAR:
+            raise ResourceError(f"resource {brief(name)} = {value:g} is above {MAX_SCALAR:g}")
+    for name, pairs in ranges.items():
+        if len(pairs) > MAX_RANGES:
+            raise ResourceError(f"range resource {brief(name)} has more than {MAX_RANGES} ranges")
+    for name, items in sets.items():
+        if len(items) > MAX_SET_ITEMS:
+            raise ResourceError(f"set resource {brief(name)} has more than {MAX_SET_ITEMS} items")
 
 
 def parse_attributes(text: str) -> dict[str, str]:

@@ -136,7 +136,7 @@ class SchedulerDriver(SchedulerCalls):
         self.scheduler = scheduler
         self.name = name
         self.framework_id = framework_id or default_framework_id(name)
-        if not codec.ID_PATTERN.match(self.framework_id):
+        if not codec.ID_PATTERN.fullmatch(self.framework_id):
             raise ValueError(f"framework id {self.framework_id!r} is not an identifier ([A-Za-z0-9_-]{{1,128}})")
         self.role = role
         self.weight = weight

@@ -61,7 +61,7 @@ def reply_allowed(reply_to: str, framework_id: str | None) -> bool:
     if framework_id is not None:
         return reply_to == topology.offers_queue_name(framework_id)
     prefix = topology.offers_queue_name("")
-    return reply_to.startswith(prefix) and bool(codec.ID_PATTERN.match(reply_to[len(prefix):]))
+    return reply_to.startswith(prefix) and bool(codec.ID_PATTERN.fullmatch(reply_to[len(prefix):]))
 
 
 def check_routing(delivery: Delivery, envelope: codec.Envelope) -> None:
@@ -100,6 +100,7 @@ class MasterProcess:
         self._unpersisted: list[Delivery] = []  # state-changing deliveries waiting for a snapshot
         self._dirty = False
         self._seen_consuming: set[str] = set()
+        self._seen_by_me: set[str] = set()  # seen consuming by this master: no take-over grace for them
         self.dropped: dict[str, int] = {}  # what `dead-letters` dropped, by reason (maxlen, expired)
         self._dropped_reported: dict[str, int] = {}
         self._refusals = LogLimiter()
@@ -144,6 +145,7 @@ class MasterProcess:
         self._unpersisted.clear()  # their deliveries died with the channel and will be redelivered
         self._dirty = False
         self._seen_consuming = set()
+        self._seen_by_me = set()
 
     def _take_over(self, done: Callable[[], None]) -> None:
         """Holding the lease: load the latest snapshot, persist it as ours, then start consuming."""
@@ -214,9 +216,10 @@ class MasterProcess:
                 if framework_id not in self._seen_consuming:
                     self._seen_consuming.add(framework_id)
                     self._dirty = True
+                self._seen_by_me.add(framework_id)
                 self.state.framework_connected(framework_id, now)
-            elif subscribed or (framework_id in self._seen_consuming
-                                and now - self.active_since >= FRAMEWORK_RECONNECT_GRACE):
+            elif subscribed or (framework_id in self._seen_consuming and (
+                    framework_id in self._seen_by_me or now - self.active_since >= FRAMEWORK_RECONNECT_GRACE)):
                 effects = self.state.framework_disconnected(framework_id, now)
                 if effects:
                     log.info("framework=%s disconnected (no consumer on its offers queue)", framework_id)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from broker_mesos.core import protocol
+from broker_mesos.core import codec, protocol
 from broker_mesos.core.errors import CallRefused
 from broker_mesos.core.master import MasterConfig, MasterState, PublishStatus, ToAgent, ToFramework
 from broker_mesos.core.protocol import TaskState
-from broker_mesos.core.resources import Resources
+from broker_mesos.core.resources import MAX_RANGES, Resources
 
 
 class Cluster:
@@ -313,3 +313,19 @@ def test_a_framework_can_hold_the_same_port_range_on_two_agents() -> None:
     c.state.decline(protocol.Decline("fw1", [offers[1].offer_id], 0), c.now)
     c.state.check_invariants()
     assert c.state.frameworks["fw1"].allocated == Resources.of(cpus=1, ports=1)
+
+
+def test_an_offer_never_holds_more_port_ranges_than_a_message_may_carry() -> None:
+    """Tasks taking single ports fragment an agent's free ranges past MAX_RANGES: the offer is cut."""
+    c = Cluster()
+    c.framework("fw1")
+    c.agent("a", "cpus:100;mem:100000;ports:[1-3000]")
+    (offer,) = c.round()["fw1"]
+    every_other = [c.task(f"t{i}", "a", f"cpus:0.01;ports:[{p}-{p}]") for i, p in enumerate(range(2, 2400, 2))]
+    c.accept("fw1", [offer], *every_other)
+    (rest,) = c.round()["fw1"]
+    assert len(rest.resources.ranges["ports"]) == MAX_RANGES
+    assert codec.decode(codec.encode(protocol.Offers([rest]), 1.0)).body.offers[0] == rest
+    c.state.decline(protocol.Decline("fw1", [rest.offer_id], refuse_seconds=0), c.now)
+    offers = c.round()["fw1"]
+    assert sum(len(o.resources.ranges["ports"]) for o in offers) == MAX_RANGES  # still cut, books balanced

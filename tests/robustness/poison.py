@@ -1,4 +1,5 @@
-"""Poison messages for the robustness tests, and a plain-pika hand to send them and to look at queues.
+"""Poison messages for the robustness tests, a plain-pika hand to send them and look at queues, and
+the processes they are sent to.
 
 ``float_specials()`` builds, for every message type, one valid sample and then every variant with one
 numeric leaf (anywhere in the body, in resources' scalars and port ranges, and the envelope's ``ts``)
@@ -11,6 +12,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -20,6 +22,7 @@ from broker_mesos.bus import topology
 from broker_mesos.core import codec, protocol
 from broker_mesos.core.protocol import CommandInfo, TaskInfo, TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
+from broker_mesos.testing.processes import Proc, ProcessGroup
 
 MSGPACK = "application/msgpack"
 SPECIALS = (math.nan, math.inf, -math.inf)
@@ -93,6 +96,26 @@ def range_bomb(ranges: int = 500_000) -> dict[str, Any]:
 
 def envelope(type_name: str, body: dict[str, Any]) -> bytes:
     return msgpack.packb({"v": 1, "type": type_name, "id": uuid.uuid4().hex, "ts": time.time(), "body": body})
+
+
+def start_master(procs: ProcessGroup, url: str, *extra: str) -> Proc:
+    master = procs.bmesos("master", "master", "--broker", url, "--master-id", "m1", "--allocation-interval", "0.1",
+                          "--agent-reregister-timeout", "0", "--max-missed-heartbeats", "3", *extra)
+    master.wait_output(r"master m1 serving")
+    return master
+
+
+def start_agent(procs: ProcessGroup, url: str, work: Path, agent_id: str = "a1",
+                resources: str = "cpus:4;mem:4096") -> Proc:
+    agent = procs.bmesos(agent_id, "agent", "--broker", url, "--id", agent_id, "--resources", resources,
+                         "--work-dir", str(work / agent_id))
+    agent.wait_output(rf"agent {agent_id} registered")
+    return agent
+
+
+def start_reference(procs: ProcessGroup, url: str, framework_id: str, *extra: str) -> Proc:
+    return procs.python(framework_id, "-m", "broker_mesos.framework.examples.reference", "--broker", url,
+                        "--framework-id", framework_id, "--log-level", "info", *extra)
 
 
 class Hand:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pika
 import pytest
-from poison import Hand, envelope, float_specials, range_bomb
+from poison import Hand, envelope, float_specials, range_bomb, start_agent, start_master, start_reference
 
 from broker_mesos.bus import topology
 from broker_mesos.core import codec, protocol
@@ -21,26 +21,6 @@ from broker_mesos.testing.wait import wait_for
 MASTER_INPUTS = (topology.MASTER_CALLS_QUEUE, topology.MASTER_AGENTS_QUEUE, topology.MASTER_STATUS_QUEUE)
 TO_FRAMEWORK = {"OFFERS", "RESCIND", "SUBSCRIBED", "UPDATE", "ERROR", "ALLOCATOR", "ROLES", "EVENT"}
 CALLS = {topology.call_type(c) for c in (*protocol.FRAMEWORK_CALLS, *protocol.ADMIN_CALLS)}
-
-
-def start_master(procs: ProcessGroup, url: str, *extra: str) -> Proc:
-    master = procs.bmesos("master", "master", "--broker", url, "--master-id", "m1", "--allocation-interval", "0.1",
-                          "--agent-reregister-timeout", "0", "--max-missed-heartbeats", "3", *extra)
-    master.wait_output(r"master m1 serving")
-    return master
-
-
-def start_agent(procs: ProcessGroup, url: str, work: Path, agent_id: str = "a1",
-                resources: str = "cpus:4;mem:4096") -> Proc:
-    agent = procs.bmesos(agent_id, "agent", "--broker", url, "--id", agent_id, "--resources", resources,
-                         "--work-dir", str(work / agent_id))
-    agent.wait_output(rf"agent {agent_id} registered")
-    return agent
-
-
-def start_reference(procs: ProcessGroup, url: str, framework_id: str, *extra: str) -> Proc:
-    return procs.python(framework_id, "-m", "broker_mesos.framework.examples.reference", "--broker", url,
-                        "--framework-id", framework_id, "--log-level", "info", *extra)
 
 
 def connects(proc: Proc) -> int:

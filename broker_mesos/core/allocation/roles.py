@@ -8,15 +8,14 @@ never exceeded even when an agent has more free than the role may hold.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from broker_mesos.core.codec import ROLE_PATTERN
 from broker_mesos.core.errors import PolicyError
 from broker_mesos.core.resources import EMPTY, Resources
 
 DEFAULT_ROLE = "*"
-_ROLE = re.compile(r"^(\*|[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +26,9 @@ class RoleConfig:
 
 
 def check_role_name(role: str) -> None:
-    """Mesos-like role names: ``*`` or 1-128 of ``A-Za-z0-9_.-`` not starting with ``.`` or ``-``."""
-    if not _ROLE.match(role):
+    """Mesos-like role names: ``*`` or 1-128 of ``A-Za-z0-9_.-`` not starting with ``.`` or ``-``
+    (``codec.ROLE_PATTERN``, the rule every message's role field is decoded with)."""
+    if not ROLE_PATTERN.fullmatch(role):
         raise PolicyError(f"bad role name {role!r} (1-128 of A-Z a-z 0-9 _ . -, or *)")
 
 
