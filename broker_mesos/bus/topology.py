@@ -86,14 +86,14 @@ EXCHANGES: tuple[Exchange, ...] = (
 
 # `dead-letters` is for people to read: bounded in count, bytes and age, oldest dropped first. What it
 # drops goes to `dead-letters.dropped`, which the active master drains and counts (bounded too, then
-# dropped silently). Classic queues: diagnostic data, not state that must survive a node loss.
+# dropped silently). Both are quorum queues, as every queue every process declares must be: a classic
+# queue whose node is down cannot be declared, and that would keep every process from connecting.
 DEAD_LETTER_QUEUES = (
     Queue(DEAD_LETTER_QUEUE, ((DEAD_LETTER, ""),), arguments={
-        "x-queue-type": "classic", "x-max-length": DEAD_LETTER_MAX_LENGTH,
-        "x-max-length-bytes": DEAD_LETTER_MAX_BYTES, "x-overflow": "drop-head",
-        "x-message-ttl": DEAD_LETTER_TTL_MS, "x-dead-letter-exchange": DEAD_LETTER_DROPPED}),
+        **QUORUM, "x-max-length": DEAD_LETTER_MAX_LENGTH, "x-max-length-bytes": DEAD_LETTER_MAX_BYTES,
+        "x-overflow": "drop-head", "x-message-ttl": DEAD_LETTER_TTL_MS, "x-dead-letter-exchange": DEAD_LETTER_DROPPED}),
     Queue(DEAD_LETTER_DROPPED_QUEUE, ((DEAD_LETTER_DROPPED, ""),), arguments={
-        "x-queue-type": "classic", "x-max-length": DROPPED_MAX_LENGTH, "x-max-length-bytes": DROPPED_MAX_BYTES,
+        **QUORUM, "x-max-length": DROPPED_MAX_LENGTH, "x-max-length-bytes": DROPPED_MAX_BYTES,
         "x-overflow": "drop-head"}),
 )
 
