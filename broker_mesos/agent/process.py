@@ -241,12 +241,13 @@ class Agent:
                 log.info("agent %s: kill of unknown or finished task=%s framework=%s ignored", self.agent_id,
                          task_id, msg.framework_id)
                 continue
-            self._kill_task(entry)
+            self._kill_task(entry, msg.quiet)
 
-    def _kill_task(self, entry: TaskEntry) -> None:
+    def _kill_task(self, entry: TaskEntry, quiet: bool = False) -> None:
         if entry.kill_requested:
+            entry.quiet = entry.quiet or quiet
             return
-        self.tasks.request_kill(entry.key)
+        self.tasks.request_kill(entry.key, quiet)
         if self._checkpoint_tasks:
             checkpoint.record_kill(self._meta(entry))
         self.terminate(entry)
@@ -307,6 +308,10 @@ class Agent:
     def _update(self, entry: TaskEntry, state: TaskState, message: str = "", exit_code: int | None = None,
                 reason: str = "") -> None:
         self.tasks.set_state(entry.key, state)
+        if entry.quiet and state.terminal:  # the master published its end already (a quiet kill)
+            if self._checkpoint_tasks:
+                checkpoint.record_done(self._meta(entry))
+            return
         self._updates.append(make_status(entry, self.agent_id, state, uuid.uuid4().hex, time.time(),
                                          message, exit_code, reason))
         self._schedule_flush()

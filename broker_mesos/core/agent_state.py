@@ -47,6 +47,7 @@ class TaskEntry:
     task: TaskInfo
     state: TaskState
     kill_requested: bool = False
+    quiet: bool = False  # its end is reported by no status update (a quiet KILL_TASKS)
 
     @property
     def key(self) -> TaskKey:
@@ -108,11 +109,13 @@ class TaskTable:
         while len(self._finished) > self._remember:
             self._finished.popitem(last=False)
 
-    def request_kill(self, key: TaskKey) -> TaskEntry | None:
-        """Mark an active task as being killed; None when it is unknown or already finished."""
+    def request_kill(self, key: TaskKey, quiet: bool = False) -> TaskEntry | None:
+        """Mark an active task as being killed (``quiet``: its end is not to be reported); None when it
+        is unknown or already finished."""
         entry = self._active.get(key)
         if entry is not None:
             entry.kill_requested = True
+            entry.quiet = entry.quiet or quiet
         return entry
 
     def agent_tasks(self) -> list[AgentTask]:

@@ -94,12 +94,18 @@ class AgentRules:
         """Tasks still STAGING long after their launch that the agent does not report never reached it
         (e.g. a master died with the RUN_TASKS unconfirmed): TASK_DROPPED, resources back to the pool,
         as Mesos does for tasks missing from an agent's re-registration. The grace covers RUN_TASKS
-        still queued for a busy agent."""
+        still queued for a busy agent. Tasks already ended in the books (declared LOST, then killed
+        quietly on their returned agent) that the agent no longer reports are gone: resources back."""
         grace = max(STAGING_GRACE, 3 * agent.heartbeat_interval)
         reported = {(t.framework_id, t.task_id) for t in info.tasks}
         effects: list[Effect] = []
         for key in sorted(agent.tasks - reported):
             task = self.tasks[key]
+            if task.state.terminal:  # LOST, killed quietly on its returned agent: ended now, told before
+                self._unbook_task(task)
+                self._complete(key, task)
+                self._changed()
+                continue
             if task.state != TaskState.STAGING or now - task.launched_at <= grace:
                 continue
             status = self._master_status(task.framework_id, task.task_id, agent.agent_id, TaskState.DROPPED,
@@ -118,7 +124,8 @@ class AgentRules:
         that are not partition-aware were declared LOST (they may have been replaced): they are killed,
         and until the agent reports them ended they keep holding their resources, still LOST in the books.
         Tasks that were declared UNREACHABLE (partition-aware frameworks) are taken back as they are, and
-        their framework is told their current state."""
+        their framework is told their current state. The kill is quiet: the LOST already published is
+        their last word on `status`; they leave the books when the agent stops reporting them."""
         kill: dict[str, list[str]] = {}
         effects: list[Effect] = []
         for reported in info.tasks:
@@ -136,7 +143,8 @@ class AgentRules:
             self._book_task(TaskRecord(reported.task_id, reported.framework_id, agent.agent_id,
                                        reported.resources, TaskState.LOST))
             kill.setdefault(reported.framework_id, []).append(reported.task_id)
-        effects.extend(ToAgent(agent.agent_id, protocol.KillTasks(fw, sorted(ids))) for fw, ids in sorted(kill.items()))
+        effects.extend(ToAgent(agent.agent_id, protocol.KillTasks(fw, sorted(ids), quiet=True))
+                       for fw, ids in sorted(kill.items()))
         return effects
 
     def remove_agent(self, agent_id: str, reason: str, now: float) -> list[Effect]:
@@ -191,20 +199,25 @@ class AgentRules:
             self.completed.popitem(last=False)
 
     def _adopt_or_kill(self, agent: AgentRecord, reported: list[protocol.AgentTask], now: float) -> list[Effect]:
-        """Tasks an agent runs that this master has not heard of. Just after a take-over they were
+        """Tasks an agent runs that this master has not booked. Just after a take-over they were
         launched by a master that died before persisting them: adopted (if they fit). Otherwise this
-        master never launched them: they are killed on the agent and never booked."""
-        kill: dict[str, list[str]] = {}
+        master never launched them: killed on the agent (their framework hears TASK_KILLED) and never
+        booked. One whose end this master already published (TASK_DROPPED, or an ended task's stale
+        report) is killed quietly."""
+        kill: dict[tuple[str, bool], list[str]] = {}
         for task in reported:
             key = (task.framework_id, task.task_id)
-            if key in self.tasks or key in self.completed or task.state.terminal:
+            if key in self.tasks or task.state.terminal:
                 continue
-            if now < self.adopt_until and task.resources <= agent.free:
+            if key in self.completed:
+                kill.setdefault((task.framework_id, True), []).append(task.task_id)
+            elif now < self.adopt_until and task.resources <= agent.free:
                 self._book_task(TaskRecord(task.task_id, task.framework_id, agent.agent_id, task.resources,
                                            task.state))
             else:
-                kill.setdefault(task.framework_id, []).append(task.task_id)
-        return [ToAgent(agent.agent_id, protocol.KillTasks(fw, sorted(ids))) for fw, ids in sorted(kill.items())]
+                kill.setdefault((task.framework_id, False), []).append(task.task_id)
+        return [ToAgent(agent.agent_id, protocol.KillTasks(fw, sorted(ids), quiet=quiet))
+                for (fw, quiet), ids in sorted(kill.items())]
 
     def _book_task(self, task: TaskRecord) -> None:
         """A live task holds its resources on its agent and counts in its framework's share."""

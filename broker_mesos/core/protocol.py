@@ -310,8 +310,13 @@ class RunTasks:
 @message("KILL_TASKS")
 @dataclass(frozen=True, slots=True)
 class KillTasks:
+    """Kill these tasks. ``quiet``: the master has already published their terminal state (TASK_LOST
+    when it removed their agent), so the agent ends them without a status update — nothing follows a
+    task's terminal update on `status` — and they simply leave its heartbeats."""
+
     framework_id: str = id_field()
     task_ids: list[str] = id_field(default_factory=list)
+    quiet: bool = False
 
 
 # -- agents and master -> everyone (exchange status, key <framework>.<agent>.<state>) ---------

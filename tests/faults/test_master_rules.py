@@ -46,13 +46,30 @@ def test_silent_agent_is_removed_after_missed_heartbeats_and_killed_tasks_on_ret
     running = protocol.AgentTask("t1", "fw", TASK, TaskState.RUNNING)
     effects = state.agent_info(protocol.Heartbeat("a1", "h", AGENT, tasks=[running], heartbeat_interval=1.0), 5.0)
     (kill,) = [e for e in effects if isinstance(e, ToAgent)]
-    assert kill.body == protocol.KillTasks("fw", ["t1"])
+    assert kill.body == protocol.KillTasks("fw", ["t1"], quiet=True)  # LOST was its last word on `status`
     assert state.agents["a1"].free == AGENT - TASK  # held until the agent reports it ended
     state.check_invariants()
     reconciled = state.reconcile(protocol.Reconcile("fw", ["t1"]), None, "c", 5.0)[0].body.updates
     assert reconciled[0].state == TaskState.LOST  # what the framework was told
-    state.status_update(protocol.TaskStatus("t1", "fw", "a1", TaskState.KILLED, "u-k", 5.5), 5.5)
-    assert state.agents["a1"].free == AGENT
+    still = state.agent_info(protocol.Heartbeat("a1", "h", AGENT, tasks=[running], heartbeat_interval=1.0), 5.2)
+    assert state.agents["a1"].free == AGENT - TASK and not [e for e in still if isinstance(e, PublishStatus)]
+    gone = state.agent_info(protocol.Heartbeat("a1", "h", AGENT, heartbeat_interval=1.0), 5.5)
+    assert not [e for e in gone if isinstance(e, PublishStatus)]  # ended quietly: nothing more published
+    assert state.agents["a1"].free == AGENT and ("fw", "t1") not in state.tasks
+    state.check_invariants()
+
+
+def test_an_agent_that_still_reports_a_task_the_master_ended_is_told_to_end_it_quietly() -> None:
+    """A task the master declared DROPPED that its agent started after all: killed, with no update."""
+    state, offers = cluster()
+    tasks = [protocol.TaskInfo("t1", "a1", TASK, protocol.CommandInfo("sleep 60"))]
+    state.accept(protocol.Accept("fw", [o.offer_id for o in offers], tasks), 0.0)
+    (dropped,) = state.agent_info(protocol.Heartbeat("a1", "h", AGENT, heartbeat_interval=1.0), 6.0)
+    assert isinstance(dropped, PublishStatus) and dropped.status.state == TaskState.DROPPED
+    late = protocol.Heartbeat("a1", "h", AGENT, tasks=[protocol.AgentTask("t1", "fw", TASK)], heartbeat_interval=1.0)
+    effects = state.agent_info(late, 7.0)
+    assert [e.body for e in effects if isinstance(e, ToAgent)] == [protocol.KillTasks("fw", ["t1"], quiet=True)]
+    assert ("fw", "t1") not in state.tasks
     state.check_invariants()
 
 

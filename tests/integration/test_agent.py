@@ -479,3 +479,18 @@ def test_updates_journaled_while_the_broker_is_down_survive_an_agent_crash(
         wait_for(lambda: not list((work / "meta" / "status").glob("*.pending")), 15, "the journal to empty")
     finally:
         kill_checkpointed_tasks(work)
+
+
+def test_a_quiet_kill_ends_the_task_with_no_status_update(procs: ProcessGroup, broker_url: str,
+                                                          master: FakeMaster, tmp_path: Path) -> None:
+    """The master already published the task's end (TASK_LOST): the agent kills it and says nothing
+    on `status`; the task just leaves its heartbeats."""
+    start_agent(procs, broker_url, tmp_path / "work", "a12", "--heartbeat-interval", "0.2")
+    master.send("a12", RunTasks(FW, [shell("quiet", "sleep 30"), shell("barrier", "sleep 30")]))
+    master.wait_state("quiet", TaskState.RUNNING)
+    master.wait_state("barrier", TaskState.RUNNING)
+    master.send("a12", KillTasks(FW, ["quiet"], quiet=True))
+    master.wait_agent_message(Heartbeat, lambda b: {t.task_id for t in b.tasks} == {"barrier"})
+    master.send("a12", KillTasks(FW, ["barrier"]))  # its KILLED comes after anything the quiet kill caused
+    master.wait_state("barrier", TaskState.KILLED)
+    assert master.states("quiet") == [TaskState.STARTING, TaskState.RUNNING]
