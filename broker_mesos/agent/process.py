@@ -40,7 +40,18 @@ from broker_mesos.core.agent_state import (
     unknown_exit,
 )
 from broker_mesos.core.errors import ProtocolError
-from broker_mesos.core.protocol import Heartbeat, KillTasks, Register, RunTasks, Status, TaskInfo, TaskState, TaskStatus
+from broker_mesos.core.protocol import (
+    Error,
+    Heartbeat,
+    KillTasks,
+    Register,
+    RunTasks,
+    Status,
+    TaskInfo,
+    TaskState,
+    TaskStatus,
+)
+from broker_mesos.core.ratelimit import LogLimiter
 from broker_mesos.core.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -90,6 +101,7 @@ class Agent:
         self._stop_requested = False
         self._shutdown_deadline: float | None = None
         self._finished = False
+        self._refusals = LogLimiter(burst=1, period=60.0)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -188,12 +200,15 @@ class Agent:
                 elsewhere = [t.task_id for t in body.tasks if t.agent_id != self.agent_id]
                 if elsewhere:
                     raise ProtocolError(f"RUN_TASKS names tasks for another agent: {elsewhere[:5]}")
-            elif not isinstance(body, KillTasks):
+            elif not isinstance(body, KillTasks | Error):
                 raise ProtocolError(f"unexpected message type {envelope.type} on {delivery.queue}")
         except ProtocolError as exc:
             self._reject(delivery, exc.reason)
             return
-        if isinstance(body, RunTasks):
+        if isinstance(body, Error):  # the master refused what this agent sent (more than it admits)
+            if self._refusals.allow(body.call_type, time.monotonic())[0]:
+                log.error("agent %s: the master refused %s: %s", self.agent_id, body.call_type, body.message)
+        elif isinstance(body, RunTasks):
             self._run_tasks(body)
         else:
             self._kill_tasks(body)

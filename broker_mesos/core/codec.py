@@ -196,7 +196,7 @@ def decode(raw: bytes) -> Envelope:
         raise ProtocolError(f"envelope is missing {sorted(missing)}")
     if env.keys() - _ENVELOPE_FIELDS:
         raise ProtocolError(f"envelope has unknown fields {_quote(sorted(env.keys() - _ENVELOPE_FIELDS))}")
-    if not _is_number(env["v"]) or env["v"] != VERSION:
+    if type(env["v"]) is not int or env["v"] != VERSION:
         raise ProtocolError(f"unsupported protocol version {_quote(env['v'])} (this side speaks {VERSION})")
     type_name = env["type"]
     cls = _REGISTRY.get(type_name) if isinstance(type_name, str) else None

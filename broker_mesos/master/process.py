@@ -259,10 +259,11 @@ class MasterProcess:
         def apply(now: float) -> list[Effect]:
             try:
                 effects = self.state.agent_info(envelope.body, now)
-            except CallRefused as exc:  # an agent has no reply queue: dead-lettered, and said on `events`
+            except CallRefused as exc:  # dead-lettered, told to the agent (its task queue) and on `events`
                 self._reject(delivery, exc.reason)
-                self._perform([PublishEvent("agent.refused", {"agent_id": envelope.body.agent_id,
-                                                              "reason": exc.reason})])
+                agent_id = envelope.body.agent_id
+                self._perform([ToAgent(agent_id, protocol.Error(exc.reason, envelope.type, envelope.id)),
+                               PublishEvent("agent.refused", {"agent_id": agent_id, "reason": exc.reason})])
                 raise _Settled from None
             after = self.state.agents[envelope.body.agent_id]
             self._changed_now = before != (True, len(after.tasks), after.total)

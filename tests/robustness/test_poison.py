@@ -208,6 +208,7 @@ def test_an_agent_beyond_the_maximum_is_refused_and_told_on_events(broker_url: s
     master.wait_output(r"dead-lettered a message from master\.agents \(key register\): agent big reports "
                        r"cpus:65;mem:64, more than the master admits", 30)
     master.wait_output(r"event agent\.refused agent_id=big", 10)
+    agent.wait_output(r"agent big: the master refused REGISTER: agent big reports cpus:65;mem:64", 10)
     assert "event agent.added" not in master.output()
     start_agent(procs, broker_url, tmp_path, "small", "cpus:64;mem:64")
     master.wait_output(r"event agent\.added agent_id=small", 15)
