@@ -169,3 +169,16 @@ def test_only_a_status_may_name_no_agent_and_ids_are_whole() -> None:
 def test_free_form_values_that_are_json_like_pass() -> None:
     detail = {"n": 1, "f": 2.5, "s": "x", "l": [None, True, {"k": [1]}], "m": {}}
     assert codec.decode(_raw("EVENT", {"kind": "k", "detail": detail})).body.detail == detail
+
+
+def test_a_map_with_a_key_twice_is_refused() -> None:
+    """msgpack keeps the last value, other decoders the first: the two would read different messages."""
+    env = {"v": 1, "type": "REVIVE", "id": "x1", "ts": 1.0, "body": {"framework_id": "fw"}}
+    items = b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in env.items())
+    raw = bytes([0x80 | 6]) + msgpack.packb("type") + msgpack.packb("TEARDOWN") + items
+    with pytest.raises(ProtocolError, match="same key twice"):
+        codec.decode(raw)
+    body_dup = msgpack.packb({**env, "body": {}})[:-1] + b"\x82" + b"".join(
+        msgpack.packb(x) for x in ("framework_id", "fw", "framework_id", "other"))
+    with pytest.raises(ProtocolError):
+        codec.decode(body_dup)
