@@ -54,10 +54,13 @@ SERVER_NAMED_PREFIXES = ("amq.gen-", "amq.rabbitmq.reply-to")
 def reply_allowed(reply_to: str, framework_id: str | None) -> bool:
     """Where the master may send a reply: a server-named queue (exclusive to the connection that
     declared it, e.g. `bmesos admin`'s) or direct reply-to; else only the calling framework's own
-    ``offers.<id>`` — or, for a message too broken to say whose it is, some framework's offers queue.
-    Never an agent's task queue, the master's own inputs, or anything else a call names."""
+    ``offers.<id>`` — or, for a message too broken to say whose it is (``framework_id`` None), some
+    framework's offers queue. An operator's call (``framework_id`` "") is answered on server-named
+    queues only. Never an agent's task queue, the master's own inputs, or anything else a call names."""
     if reply_to.startswith(SERVER_NAMED_PREFIXES):
         return True
+    if framework_id == "":
+        return False
     if framework_id is not None:
         return reply_to == topology.offers_queue_name(framework_id)
     prefix = topology.offers_queue_name("")
@@ -328,7 +331,8 @@ class MasterProcess:
             return
         except Exception as exc:  # a bug must not take the master down; the message says which
             log.exception("internal error applying %s", envelope.type)
-            self._reject(delivery, f"internal error: {exc.__class__.__name__}: {exc}", envelope.type, envelope.id)
+            self._reject(delivery, f"internal error: {exc.__class__.__name__}: {exc}", envelope.type, envelope.id,
+                         framework_id="")
             return
         for effect in effects:
             if isinstance(effect, PublishEvent):
@@ -420,7 +424,7 @@ class MasterProcess:
         body = codec.encode(effect.body, now)
         perishable = isinstance(effect.body, (protocol.Offers, protocol.Rescind))
         expiration = int(self.config.offer_timeout * 1000) if isinstance(effect.body, protocol.Offers) else None
-        if effect.reply_to and reply_allowed(effect.reply_to, effect.framework_id or None):
+        if effect.reply_to and reply_allowed(effect.reply_to, effect.framework_id):
             self.bus.publish("", effect.reply_to, body, persistent=not perishable,
                              correlation_id=effect.correlation_id, expiration_ms=expiration)
         elif effect.framework_id:

@@ -250,3 +250,16 @@ def test_rejections_are_logged_at_a_bounded_rate_with_counts(broker_url: str, pr
     lines, counted = wait_for(accounted, 30, "every rejection logged or counted in a summary")
     assert lines <= 15 and counted >= 485
     hand.close()
+
+
+@pytest.mark.parametrize(("reply_to", "framework_id", "allowed"), [
+    ("amq.gen-Xy12", "fw1", True), ("amq.rabbitmq.reply-to.g1", "", True),  # server-named: the caller's own
+    ("offers.fw1", "fw1", True), ("offers.fw2", "fw1", False),               # a framework: its own queue only
+    ("tasks.a1", "fw1", False), ("master.calls", "fw1", False),
+    ("offers.fw1", "", False), ("victim", "", False),                        # an operator: server-named only
+    ("offers.fw1", None, True), ("tasks.a1", None, False), ("offers.a.b", None, False),  # undecodable
+])
+def test_replies_go_only_to_the_callers_own_queue(reply_to: str, framework_id: str | None, allowed: bool) -> None:
+    from broker_mesos.master.process import reply_allowed
+
+    assert reply_allowed(reply_to, framework_id) is allowed
