@@ -5,6 +5,8 @@ Layout, under ``<work_dir>/meta/`` (task sandboxes stay where users look for the
     status/<seq>.pending             STATUS messages of one flush, kept until the broker confirmed them all
     frameworks/<fw>/tasks/<task>/
         task                         RUN_TASKS envelope holding this one task (written before the spawn)
+        task_env                     the task's environment, for the switch to its user (root agents;
+                                     deleted by the task's supervisor as it reads it)
         pid                          "<pid> <start time>" of the task's supervisor (written after the spawn)
         exit_status                  the task's exit status, written by its supervisor when it ends
         kill                         present once a kill was asked for
@@ -13,6 +15,10 @@ Layout, under ``<work_dir>/meta/`` (task sandboxes stay where users look for the
 Files are replaced atomically (write a temporary file, then rename), so a crash never leaves a
 half-written one behind. Nothing is fsynced: the fault model is a process dying, not the machine
 (the page cache survives a SIGKILL).
+
+The checkpoint holds tasks' environments, i.e. their secrets: ``meta`` and everything in it belong to
+the agent, directories mode 0700 and files 0600, whatever the umask (``prepare_work_dir`` sets the
+modes of the work dir, 0711 — tasks pass through to their sandboxes — and of ``meta``).
 """
 
 from __future__ import annotations
@@ -38,10 +44,14 @@ log = logging.getLogger(__name__)
 META = "meta"
 PENDING_SUFFIX = ".pending"
 TASK_FILE = "task"
+TASK_ENV_FILE = "task_env"
 PID_FILE = "pid"
 EXIT_STATUS_FILE = "exit_status"
 KILL_FILE = "kill"
 DONE_FILE = "done"
+WORK_DIR_MODE = 0o711
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 Message = tuple[str, bytes]
 """(routing key, encoded STATUS envelope): one message exactly as it is published."""
@@ -56,9 +66,43 @@ def task_meta_dir(work_dir: Path, framework_id: str, task_id: str) -> Path:
     return work_dir / META / "frameworks" / framework_id / "tasks" / task_id
 
 
+def prepare_work_dir(work_dir: Path) -> None:
+    """Create the work dir (mode 0711) and ``meta`` (0700), and set those modes if they exist; warn when
+    someone else owns them (they could tamper with the checkpoint)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(meta_dir(work_dir))
+    for path, mode in ((work_dir, WORK_DIR_MODE), (meta_dir(work_dir), PRIVATE_DIR_MODE)):
+        try:
+            st = path.stat()
+            if st.st_uid != os.geteuid():
+                log.warning("%s belongs to uid %d, not to the agent (uid %d)", path, st.st_uid, os.geteuid())
+            if st.st_mode & 0o7777 != mode:
+                os.chmod(path, mode)
+        except OSError as exc:
+            log.warning("cannot set the mode of %s to %o: %s", path, mode, exc)
+
+
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` with mode 0700 for every directory it creates (whatever the umask)."""
+    try:
+        os.mkdir(path, PRIVATE_DIR_MODE)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        make_private_dirs(path.parent)
+        try:
+            os.mkdir(path, PRIVATE_DIR_MODE)
+        except FileExistsError:
+            return
+    os.chmod(path, PRIVATE_DIR_MODE)
+
+
 def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` (mode 0600) through a temporary file and a rename."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    with open(fd, "wb") as f:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
         f.write(data)
     os.replace(tmp, path)
 
@@ -79,7 +123,7 @@ class StatusJournal:
     def load(self) -> list[tuple[int, list[Message]]]:
         """Open the journal: the batches left by an earlier process, oldest first. Unreadable ones are
         set aside as ``.corrupt`` (and logged) rather than stopping the agent."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.directory)
         batches: list[tuple[int, list[Message]]] = []
         for path in sorted(self.directory.iterdir()):
             if path.name.endswith(".tmp"):
@@ -160,7 +204,7 @@ class CheckpointedTask:
 def record_task(work_dir: Path, framework_id: str, task: TaskInfo) -> Path:
     """Checkpoint a task before it is spawned; returns its meta directory."""
     meta = task_meta_dir(work_dir, framework_id, task.task_id)
-    meta.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(meta)
     write_atomically(meta / TASK_FILE, codec.encode(RunTasks(framework_id, [task]), 0.0))
     return meta
 
@@ -171,12 +215,12 @@ def record_pid(meta: Path, pid: int, start_time: str | None) -> None:
 
 def record_kill(meta: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
-        (meta / KILL_FILE).touch()
+        (meta / KILL_FILE).touch(mode=PRIVATE_FILE_MODE)
 
 
 def record_done(meta: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
-        (meta / DONE_FILE).touch()
+        (meta / DONE_FILE).touch(mode=PRIVATE_FILE_MODE)
 
 
 def read_exit_status(meta: Path) -> str | None:
@@ -233,8 +277,8 @@ def lock_work_dir(work_dir: Path) -> int | None:
     """Take ``<work_dir>/meta/lock`` for the life of this process (the kernel drops it when the process
     dies, even by SIGKILL); None when another live agent holds it. Two agents on one checkpoint would
     adopt each other's tasks and confirm each other's journal."""
-    meta_dir(work_dir).mkdir(parents=True, exist_ok=True)
-    fd = os.open(meta_dir(work_dir) / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    prepare_work_dir(work_dir)
+    fd = os.open(meta_dir(work_dir) / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

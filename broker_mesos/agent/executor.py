@@ -4,6 +4,12 @@ Both are driven by the agent's single I/O loop thread: ``launch`` starts a task,
 an earlier agent process started, ``reap`` (polled) returns the tasks that have exited, ``terminate`` /
 ``force_kill`` signal one. No executor publishes anything; the agent turns what they return into
 status updates.
+
+Tasks never run with the agent's powers (``TaskUsers``): each runs as an OS user, Mesos-style — the
+task's ``TaskInfo.user``, else the agent's ``--task-user`` (default ``nobody`` for an agent running as
+root, else the agent's own user) — never as root (uid 0, or gid 0 among its groups) unless the agent
+was started with ``--allow-root-tasks``; with a clean environment (``task_environment``: nothing of the
+agent's own, so no broker URL or credentials) and no file descriptor but 0, 1 and 2.
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pwd
 import shutil
 import signal
+import stat
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,14 +39,153 @@ ENV_FRAMEWORK_ID = "BMESOS_FRAMEWORK_ID"
 ENV_AGENT_ID = "BMESOS_AGENT_ID"
 ENV_SANDBOX = "BMESOS_SANDBOX"
 
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""Every task's ``PATH`` (sudo's ``secure_path``) unless its ``CommandInfo.environment`` sets one."""
 
-SUPERVISOR = 'f=$1; shift; trap : TERM INT HUP; "$@"; s=$?; echo "$s" > "$f"; exit "$s"'
+INHERITED = ("LANG",)
+"""The only variables a task gets from the agent's own environment (when they are set)."""
+
+DEFAULT_ROOT_TASK_USER = "nobody"
+
+SUPERVISOR = 'f=$1; shift; trap : TERM INT HUP; "$@"; s=$?; umask 077; echo "$s" > "$f"; exit "$s"'
 """The task supervisor, a ``/bin/sh`` script (one small process per task): run the task, wait for it,
 write its exit status to its checkpoint directory, exit with it. It outlives a signal sent to the
 whole group (the trap defers it until the task has ended) and does not pass its trap on to the task,
-so whichever agent process comes next can learn how the task ended."""
+so whichever agent process comes next can learn how the task ended.
+
+On an agent running as root the supervisor keeps the agent's uid (it writes into ``<work-dir>/meta``,
+which tasks cannot reach, and the task's user cannot signal or trace it) but gets an environment of
+the agent's choosing, never the task's (a root process must not see the task's ``LD_PRELOAD``); the
+task itself is started by ``SWITCH_USER``, which drops to the task's user first."""
+
+SWITCH_USER = r"""
+import os, sys, warnings  # everything imported before the switch: the user may not read the stdlib's dir
+env_file, uid, gid, groups, _, *argv = sys.argv[1:]
+uid, gid, groups = int(uid), int(gid), [int(g) for g in groups.split(",") if g]
+with open(env_file, "rb") as f:
+    data = f.read()
+os.unlink(env_file)
+env = dict(item.partition(b"=")[::2] for item in data.split(b"\0") if item)
+os.setgroups(groups)
+os.setresgid(gid, gid, gid)
+os.setresuid(uid, uid, uid)
+if os.getresuid() != (uid,) * 3 or os.getresgid() != (gid,) * 3 or set(os.getgroups()) != set(groups):
+    sys.exit("bmesos: could not switch to uid %d gid %d" % (uid, gid))
+if uid != 0:
+    try:
+        os.setuid(0)
+    except PermissionError:
+        pass
+    else:
+        sys.exit("bmesos: could regain root after switching to uid %d" % uid)
+try:
+    os.execvpe(argv[0], argv, env)
+except OSError as exc:
+    sys.stderr.write("bmesos: cannot run %s: %s\n" % (argv[0], exc.strerror))
+    sys.exit(127 if isinstance(exc, FileNotFoundError) else 126)
+"""
+"""Run by the supervisor of a root agent's task (``python -I -S``: no site, no ``PYTHON*`` variables, no
+module from the sandbox): read the task's environment from its checkpoint (root-only) and delete it,
+take the user's groups, gid and uid (real, effective and saved; checked, and checked that root cannot
+be regained), then exec the task with exactly that environment."""
 
 ADOPTED_POLL_TICKS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TaskUser:
+    """Who one task runs as. ``switch``: the agent (root) switches to it; otherwise the task runs as
+    the agent's own uid."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    switch: bool
+
+
+class TaskUsers:
+    """Which OS user each task runs as, Mesos-style: ``TaskInfo.user``, else ``default``.
+
+    An agent running as root switches to that user, with exactly the user's own groups (its primary
+    group and the groups ``/etc/group`` lists it in, as ``initgroups`` gives a login: the operator
+    grants a task user access through group membership, and nothing of root's groups is kept). It
+    refuses a user that does not exist, and root — uid 0, or gid 0 among the groups — unless
+    ``allow_root``. An agent not running as root cannot switch users: it runs every task as itself and
+    refuses any other user. ``ValueError`` says why (the task's failure message, or the agent's).
+    """
+
+    def __init__(self, default: str | None = None, allow_root: bool = False) -> None:
+        self.euid = os.geteuid()
+        self.is_root = self.euid == 0
+        self.allow_root = allow_root
+        try:
+            self.own = pwd.getpwuid(self.euid).pw_name
+        except KeyError:  # a container's arbitrary uid with no passwd entry
+            self.own = str(self.euid)
+        self.default = default or (DEFAULT_ROOT_TASK_USER if self.is_root else self.own)
+        self.default_user = self.resolve(self.default)
+
+    def resolve(self, name: str) -> TaskUser:
+        if not self.is_root:
+            if name == self.own:
+                return self._own(name)
+            try:
+                uid = pwd.getpwnam(name).pw_uid
+            except KeyError:
+                raise ValueError(f"user {name!r} does not exist on this agent") from None
+            if uid != self.euid:
+                raise ValueError(f"this agent runs as uid {self.euid}, not root: it cannot run tasks as user {name!r} "
+                                 f"(uid {uid})")
+            return self._own(name)
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise ValueError(f"user {name!r} does not exist on this agent") from None
+        groups = tuple(sorted(set(os.getgrouplist(name, entry.pw_gid))))
+        if not self.allow_root:
+            if entry.pw_uid == 0:
+                raise ValueError(f"refusing to run a task as root (user {name!r}, uid 0): this agent was not started "
+                                 "with --allow-root-tasks")
+            if 0 in groups:
+                raise ValueError(f"refusing to run a task as user {name!r}: it is in group root (gid 0), and this "
+                                 "agent was not started with --allow-root-tasks")
+        return TaskUser(name, entry.pw_uid, entry.pw_gid, groups, switch=True)
+
+    def _own(self, name: str) -> TaskUser:
+        return TaskUser(name, self.euid, os.getegid(), tuple(os.getgroups()), switch=False)
+
+    def log_policy(self, agent_id: str) -> None:
+        """Say at start who tasks run as, and warn when they run with (some of) the agent's powers."""
+        u = self.default_user
+        if self.is_root:
+            log.info("agent %s: tasks run as user %s (uid %d) unless they name another user", agent_id, u.name, u.uid)
+            if self.allow_root:
+                log.warning("agent %s: --allow-root-tasks: tasks may run as root (uid 0)", agent_id)
+        else:
+            log.warning("agent %s runs as uid %d, not root: every task runs as that same uid, so tasks can signal "
+                        "the agent and read its work dir (checkpoints included); run it as root to run tasks as "
+                        "other users", agent_id, self.euid)
+
+
+def task_environment(task: TaskInfo, framework_id: str, agent_id: str, sandbox: Path, user: str) -> dict[str, str]:
+    """A task's whole environment: a fixed ``PATH``, ``HOME`` = its sandbox, ``USER``/``LOGNAME``,
+    ``LANG`` if the agent has it, the ``BMESOS_*`` variables, then its ``CommandInfo.environment``.
+    Nothing else of the agent's environment (its broker URL, credentials) ever reaches a task."""
+    env = {"PATH": SAFE_PATH, "HOME": str(sandbox), "USER": user, "LOGNAME": user}
+    env.update({name: os.environ[name] for name in INHERITED if name in os.environ})
+    env.update({ENV_TASK_ID: task.task_id, ENV_FRAMEWORK_ID: framework_id, ENV_AGENT_ID: agent_id,
+                ENV_SANDBOX: str(sandbox)})
+    env.update(task.command.environment)
+    for name, value in env.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise ValueError(f"environment variable {name[:64]!r} is not valid")
+    return env
+
+
+def encode_environment(env: dict[str, str]) -> bytes:
+    """``NAME=value`` entries separated by NUL (what ``SWITCH_USER`` reads)."""
+    return b"\0".join(os.fsencode(f"{name}={value}") for name, value in env.items())
 
 
 class Executor(Protocol):
@@ -90,7 +238,9 @@ class _Adopted:
 
 
 class CommandExecutor:
-    """Runs each task's command under its supervisor, in its own session, cwd = its sandbox.
+    """Runs each task's command under its supervisor, in its own session, cwd = its sandbox, as its user
+    (``TaskUsers``), with its clean environment (``task_environment``), stdin ``/dev/null`` and no other
+    file descriptor than 0, 1 and 2 (its sandbox's ``stdout`` and ``stderr``).
 
     Children are reaped with ``waitpid(-1, WNOHANG)`` so a poll costs O(exited), not O(running).
     Tasks adopted after a restart are not our children: their supervisors are polled (every
@@ -100,19 +250,25 @@ class CommandExecutor:
 
     name = "command"
 
-    def __init__(self, work_dir: Path, agent_id: str) -> None:
+    def __init__(self, work_dir: Path, agent_id: str, task_user: str | None = None,
+                 allow_root_tasks: bool = False) -> None:
         self.work_dir = work_dir
         self.agent_id = agent_id
+        self.users = TaskUsers(task_user, allow_root_tasks)
+        checkpoint.prepare_work_dir(work_dir)
+        self.users.log_policy(agent_id)
+        if self.users.is_root:
+            _warn_unreachable(work_dir)
         self._children: dict[int, tuple[TaskKey, subprocess.Popen[bytes], Path]] = {}
         self._pgid: dict[TaskKey, int] = {}
         self._adopted: dict[TaskKey, _Adopted] = {}
         self._ticks = 0
 
     def launch(self, framework_id: str, task: TaskInfo) -> int | None:
+        user = self.users.resolve(task.user or self.users.default)  # first: a refused task leaves no trace
         command = task.command
         sandbox_path = sandbox_dir(self.work_dir, framework_id, task.task_id)
-        env = {**os.environ, ENV_TASK_ID: task.task_id, ENV_FRAMEWORK_ID: framework_id,
-               ENV_AGENT_ID: self.agent_id, ENV_SANDBOX: str(sandbox_path), **command.environment}
+        env = task_environment(task, framework_id, self.agent_id, sandbox_path, user.name)
         if command.shell:
             argv = ["/bin/sh", "-c", command.value]
         elif command.arguments:
@@ -121,21 +277,31 @@ class CommandExecutor:
         else:
             raise ValueError("command has shell=false and no arguments")
         meta = checkpoint.task_meta_dir(self.work_dir, framework_id, task.task_id)
-        meta.mkdir(parents=True, exist_ok=True)
+        checkpoint.make_private_dirs(meta)
         (meta / checkpoint.EXIT_STATUS_FILE).unlink(missing_ok=True)
-        sandbox = open_sandbox(self.work_dir, framework_id, task.task_id)
+        if user.switch:  # the task's environment goes through a root-only file, never the supervisor's
+            env_file = meta / checkpoint.TASK_ENV_FILE
+            checkpoint.write_atomically(env_file, encode_environment(env))
+            run = [sys.executable, "-I", "-S", "-c", SWITCH_USER, str(env_file), str(user.uid), str(user.gid),
+                   ",".join(map(str, user.groups)), "--", *argv]
+            supervisor_env = {"PATH": SAFE_PATH}
+        else:
+            run, supervisor_env = argv, env
+        sandbox = open_sandbox(self.work_dir, framework_id, task.task_id,
+                               owner=(user.uid, user.gid) if user.switch else None)
         supervised = ["/bin/sh", "-c", SUPERVISOR, "bmesos-supervise", str(meta / checkpoint.EXIT_STATUS_FILE),
-                      *argv]
+                      *run]
         try:
-            popen = subprocess.Popen(supervised, cwd=sandbox.path, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=sandbox.stdout, stderr=sandbox.stderr, start_new_session=True)
+            popen = subprocess.Popen(supervised, cwd=sandbox.path, env=supervisor_env, stdin=subprocess.DEVNULL,
+                                     stdout=sandbox.stdout, stderr=sandbox.stderr, close_fds=True,
+                                     start_new_session=True)
         finally:
             sandbox.close()
         key = (framework_id, task.task_id)
         self._children[popen.pid] = (key, popen, meta)
         self._pgid[key] = popen.pid
         checkpoint.record_pid(meta, popen.pid, checkpoint.process_start_time(popen.pid))
-        log.debug("task=%s framework=%s started pid=%d", task.task_id, framework_id, popen.pid)
+        log.debug("task=%s framework=%s started pid=%d user=%s", task.task_id, framework_id, popen.pid, user.name)
         return None
 
     def adopt(self, key: TaskKey, pid: int, start_time: str | None) -> None:
@@ -196,6 +362,21 @@ def _check_program(program: str, search_path: str, cwd: Path) -> None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
+def _warn_unreachable(work_dir: Path) -> None:
+    """Tasks run as other users start in their sandbox all the same, but reach it by path
+    (``$BMESOS_SANDBOX``, ``$HOME``) only if every directory above the work dir lets others through."""
+    for parent in work_dir.parents:
+        try:
+            mode = parent.stat().st_mode
+        except OSError:
+            continue
+        if not mode & stat.S_IXOTH:
+            log.warning("%s (mode %o) is closed to other users: tasks start in their sandbox but cannot reach it by "
+                        "path ($BMESOS_SANDBOX, $HOME); choose a --work-dir below directories others may pass "
+                        "through", parent, stat.S_IMODE(mode))
+            return
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -208,9 +389,10 @@ def _signal_group(pgid: int, sig: int) -> None:
 EXECUTORS = ("command", "noop")
 
 
-def make_executor(name: str, work_dir: Path, agent_id: str) -> Executor:
+def make_executor(name: str, work_dir: Path, agent_id: str, task_user: str | None = None,
+                  allow_root_tasks: bool = False) -> Executor:
     if name == "noop":
         return NoopExecutor()
     if name == "command":
-        return CommandExecutor(work_dir, agent_id)
+        return CommandExecutor(work_dir, agent_id, task_user, allow_root_tasks)
     raise ValueError(f"unknown executor {name!r} (choose from {', '.join(EXECUTORS)})")

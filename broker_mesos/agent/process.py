@@ -28,7 +28,7 @@ from broker_mesos.agent.checkpoint import Message, StatusJournal
 from broker_mesos.agent.executor import Executor, make_executor
 from broker_mesos.bus import topology
 from broker_mesos.bus.connection import Bus, Delivery, decode_delivery
-from broker_mesos.core import codec
+from broker_mesos.core import codec, security
 from broker_mesos.core.agent_state import (
     Outcome,
     TaskEntry,
@@ -39,7 +39,7 @@ from broker_mesos.core.agent_state import (
     make_status,
     unknown_exit,
 )
-from broker_mesos.core.errors import ProtocolError
+from broker_mesos.core.errors import ConfigError, ProtocolError
 from broker_mesos.core.protocol import (
     Error,
     Heartbeat,
@@ -74,6 +74,11 @@ class AgentConfig:
     kill_grace: float = 3.0
     checkpoint: bool = True
     kill_on_stop: bool = False
+    # the OS user of tasks that name none (None: nobody for an agent running as root, else the agent's own)
+    task_user: str | None = None
+    allow_root_tasks: bool = False  # may tasks run as root (uid 0)?
+    # who may send this agent tasks and kills (when the agent connects as a principal, agent.<id>)
+    master_principal: str = security.DEFAULT_MASTER_PRINCIPAL
 
 
 class Agent:
@@ -89,7 +94,8 @@ class Agent:
         self.bus = bus
         self.config = config
         self.agent_id = config.agent_id
-        self.executor: Executor = make_executor(config.executor, config.work_dir, config.agent_id)
+        self.executor: Executor = make_executor(config.executor, config.work_dir, config.agent_id,
+                                                config.task_user, config.allow_root_tasks)
         self.tasks = TaskTable()
         self.journal = StatusJournal(checkpoint.meta_dir(config.work_dir) / "status") if config.checkpoint else None
         self._checkpoint_tasks = config.checkpoint and config.executor != "noop"
@@ -102,6 +108,13 @@ class Agent:
         self._shutdown_deadline: float | None = None
         self._finished = False
         self._refusals = LogLimiter(burst=1, period=60.0)
+        # connected as a principal (agent.<id>): only the master principal's task messages count
+        who = security.parse(bus.user, config.master_principal)
+        self._secure = who is not None and who.kind is security.Kind.AGENT
+        if who is not None and not self._secure:
+            raise ConfigError(f"agent {config.agent_id} connects as {bus.user}, which is no agent principal")
+        if self._secure and who is not None and who.name != config.agent_id:
+            raise ConfigError(f"agent id {config.agent_id} but principal {bus.user}: they must match")
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -192,6 +205,9 @@ class Agent:
             return  # left unacked: the broker gives it back when this agent's connection closes
         try:
             envelope = decode_delivery(delivery)
+            if self._secure and delivery.properties.user_id != self.config.master_principal:
+                raise ProtocolError(f"task messages come from the master principal {self.config.master_principal!r}, "
+                                    f"not from user {str(delivery.properties.user_id)[:128]!r}")
             if delivery.exchange != topology.TASKS or delivery.routing_key != self.agent_id:
                 raise ProtocolError(f"task messages come through exchange {topology.TASKS} with key {self.agent_id}, "
                                     f"not {delivery.exchange[:128]!r} / {delivery.routing_key[:128]!r}")

@@ -25,6 +25,7 @@ import collections
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,8 +40,16 @@ import tenacity
 from pika.adapters.select_connection import IOLoop
 
 from broker_mesos.bus import topology
+from broker_mesos.bus.tls import (
+    TlsError,
+    TlsOptions,
+    check_urls,
+    connection_parameters,
+    describe_ssl_error,
+    describe_ssl_text,
+)
 from broker_mesos.bus.topology import Exchange, Queue
-from broker_mesos.core import codec
+from broker_mesos.core import codec, security
 from broker_mesos.core.errors import BrokerUnreachable, ProtocolError
 from broker_mesos.core.ratelimit import LogLimiter
 
@@ -68,6 +77,11 @@ class Delivery:
     redelivered: bool
     queue: str
     generation: int
+
+
+def url_user(url: str) -> str:
+    """The broker user of an AMQP URL (the first of a comma-separated list): who this process is."""
+    return str(pika.URLParameters(url.split(",")[0].strip()).credentials.username)
 
 
 def decode_delivery(delivery: Delivery) -> codec.Envelope:
@@ -102,9 +116,14 @@ class Bus:
     def __init__(self, url: str, name: str, *, prefetch: int = DEFAULT_PREFETCH,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  exchanges: Iterable[Exchange] = topology.EXCHANGES,
-                 queues: Iterable[Queue] | None = None, resend_after_reconnect: bool = True) -> None:
+                 queues: Iterable[Queue] | None = None, resend_after_reconnect: bool = True,
+                 tls: TlsOptions | None = None) -> None:
         self.urls = [u.strip() for u in url.split(",") if u.strip()] or [url]
         self.url = self.urls[0]
+        # amqps:// URLs connect with TLS and verify the broker (bus/tls.py); bad options fail here, not later
+        check_urls(self.urls, tls)
+        self.tls = tls
+        connection_parameters(self.url, tls)
         self.resend_after_reconnect = resend_after_reconnect
         self._gate: Callable[[Callable[[], None]], None] | None = None
         self._url_index = 0
@@ -114,6 +133,13 @@ class Bus:
         self.connect_timeout = connect_timeout
         self._exchanges = tuple(exchanges)
         self._queues: list[Queue] = list(topology.base_queues() if queues is None else queues)
+        # the broker user this connection publishes as (AMQP user_id, which RabbitMQ validates); a
+        # principal other than the master may not configure the shared topology: it declares it
+        # passively (it must exist: `bmesos principals init` declares it) and only its own queues actively
+        self.user = url_user(self.url)
+        who = security.parse(self.user)
+        self._shared_passive = who is not None and who.kind is not security.Kind.MASTER
+        self._shared_queues = len(self._queues)
         self._consumers: list[_Consumer] = []
         self._on_ready: list[Callable[[], None]] = []
         self._ioloop = IOLoop()
@@ -252,7 +278,7 @@ class Bus:
                 message_type: str | None = None, on_confirm: Callable[[], None] | None = None) -> None:
         """Publish now or as soon as connected; kept and re-sent until the broker confirms it."""
         props = pika.BasicProperties(
-            delivery_mode=2 if persistent else 1, content_type="application/msgpack",
+            delivery_mode=2 if persistent else 1, content_type=CONTENT_TYPE, user_id=self.user,
             reply_to=reply_to, correlation_id=correlation_id, headers=headers, type=message_type,
             expiration=str(expiration_ms) if expiration_ms is not None else None)
         out = _Outgoing(exchange, routing_key, body, props, on_confirm)
@@ -353,7 +379,12 @@ class Bus:
     # -- connection lifecycle ---------------------------------------------------------------
     def _connect(self) -> None:
         self.url = self.urls[self._url_index % len(self.urls)]
-        params = pika.URLParameters(self.url)
+        try:
+            params = connection_parameters(self.url, self.tls)
+        except TlsError as exc:  # a certificate file went away or went bad since the start: retry like a refusal
+            self._attempt += 1
+            self._ioloop.call_later(0, lambda error=exc: self._on_connection_error(None, error))
+            return
         params.heartbeat = AMQP_HEARTBEAT
         params.connection_attempts = 1
         params.socket_timeout = 5
@@ -439,11 +470,14 @@ class Bus:
     # -- declarations -----------------------------------------------------------------------
     def _declare_all(self) -> None:
         steps: list[Callable[[Callable[[], None]], None]] = []
+        passive = self._shared_passive
         for ex in self._exchanges:
             steps.append(lambda done, ex=ex: self._channel.exchange_declare(  # type: ignore[union-attr]
-                exchange=ex.name, exchange_type=ex.type, durable=ex.durable, callback=lambda _f: done()))
-        for q in self._queues:
-            steps.append(lambda done, q=q: self._declare_queue(q, lambda _n: done()))
+                exchange=ex.name, exchange_type=ex.type, durable=ex.durable, passive=passive,
+                callback=lambda _f: done()))
+        for i, q in enumerate(self._queues):
+            shared = passive and i < self._shared_queues
+            steps.append(lambda done, q=q, shared=shared: self._declare_queue(q, lambda _n: done(), passive=shared))
         steps.append(self._open_for_publishing)
         if self._gate is not None:
             steps.append(lambda done: self._gate(done))  # type: ignore[misc]
@@ -464,9 +498,12 @@ class Bus:
 
         run(0)
 
-    def _declare_queue(self, q: Queue, done: Callable[[str], None]) -> None:
+    def _declare_queue(self, q: Queue, done: Callable[[str], None], passive: bool = False) -> None:
         channel = self._channel
         assert channel is not None
+        if passive:  # someone else's queue: it must exist; its bindings are not ours to make
+            channel.queue_declare(queue=q.name, passive=True, callback=lambda frame: done(frame.method.queue))
+            return
 
         def declared(frame: pika.frame.Method) -> None:
             name = frame.method.queue
@@ -506,7 +543,6 @@ class Bus:
         """Topology is in place: send what waited in the outbox, publish directly from now on."""
         self._publishable = True
         self._ever_connected = True
-        self._attempt = 0
         outbox, self._outbox = self._outbox, []
         for out in outbox:
             self._send(out)
@@ -514,6 +550,7 @@ class Bus:
 
     def _became_ready(self) -> None:
         self._ready = True
+        self._attempt = 0  # only now: a connection refused a declare (403) keeps backing off
         log.info("%s: connected to %s", self.name, _redact(self.url))
         for callback in list(self._on_ready):
             callback()
@@ -613,6 +650,8 @@ def _describe(error: BaseException) -> str:
     inner = getattr(error, "exceptions", None)
     if inner:
         return _describe(inner[-1])
+    if isinstance(error, ssl.SSLError):  # the TLS handshake failed: untrusted certificate, wrong host, ...
+        return describe_ssl_error(error)
     cause = getattr(error, "exception", None) or (error.args[0] if error.args else None)
     if isinstance(cause, BaseException):
         return _describe(cause)
@@ -623,6 +662,9 @@ def _describe(error: BaseException) -> str:
         return "authentication failed (check the user and password in the URL)"
     if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
         return "access denied (check the vhost and the user's permissions)"
+    tls_failure = describe_ssl_text(text)  # a TLS alert pika only kept as text
+    if tls_failure is not None:
+        return tls_failure
     return f"{error.__class__.__name__}: {text}" if text else error.__class__.__name__
 
 
@@ -630,4 +672,5 @@ def _redact(url: str) -> str:
     """The URL without its password, for logs and error lines."""
     params = pika.URLParameters(url)
     vhost = "" if params.virtual_host == "/" else params.virtual_host
-    return f"amqp://{params.host}:{params.port}/{vhost}"
+    scheme = "amqps" if params.ssl_options is not None else "amqp"
+    return f"{scheme}://{params.host}:{params.port}/{vhost}"

@@ -76,8 +76,9 @@ class Queue:
 EXCHANGES: tuple[Exchange, ...] = (
     Exchange(AGENT_REGISTER, "direct"),
     Exchange(MASTER, "direct"),
-    Exchange(OFFERS, "direct"),
-    Exchange(TASKS, "direct"),
+    # topic, though keys are plain ids: topic permissions then limit which keys a principal may bind
+    Exchange(OFFERS, "topic"),
+    Exchange(TASKS, "topic"),
     Exchange(STATUS, "topic"),
     Exchange(EVENTS, "topic"),
     Exchange(DEAD_LETTER, "fanout"),

@@ -16,6 +16,7 @@ import click
 
 from broker_mesos.bus import topology
 from broker_mesos.bus.connection import Bus, Delivery
+from broker_mesos.bus.tls import TlsOptions
 from broker_mesos.cli.common import broker_options, json_line, one_line_errors, printable, setup_logging
 from broker_mesos.core import codec, protocol
 from broker_mesos.core.errors import ProtocolError, ResourceError
@@ -24,9 +25,9 @@ from broker_mesos.core.resources import Resources
 REPLY_TIMEOUT = 15.0
 
 
-def request(broker: str, connect_timeout: float, call: Any, timeout: float) -> Any:
+def request(broker: str, connect_timeout: float, call: Any, timeout: float, tls: TlsOptions | None = None) -> Any:
     """Send ``call`` to the master and return the body of its reply (or raise ClickException)."""
-    bus = Bus(broker, "admin", connect_timeout=connect_timeout)
+    bus = Bus(broker, "admin", connect_timeout=connect_timeout, tls=tls)
     replies = topology.Queue("", durable=False, exclusive=True, auto_delete=True)
     call_id = uuid.uuid4().hex
     result: list[Any] = []
@@ -115,7 +116,7 @@ def _show(as_json: bool, body: Any, lines: list[str]) -> None:
 
 @click.group()
 def admin() -> None:
-    """Operate the running master: allocator policy, role weights and quotas.
+    """Operate the running master: allocator policy, role weights and quotas, ACLs.
 
     Every subcommand talks to the master through the broker (--broker URL or $BMESOS_BROKER) and
     prints the master's answer; a refused call is one line on stderr, exit status 1.
@@ -138,7 +139,7 @@ def allocator() -> None:
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Policy parameter (repeatable).")
 @_call_options
 def allocator_set(policy: str, params: tuple[str, ...], as_json: bool, timeout: float, broker: str,
-                  connect_timeout: float, log_level: str) -> None:
+                  connect_timeout: float, tls: TlsOptions | None, log_level: str) -> None:
     """Switch to POLICY (drf, priority, fair, binpack, or an installed plugin).
 
     \b
@@ -146,16 +147,17 @@ def allocator_set(policy: str, params: tuple[str, ...], as_json: bool, timeout: 
       bmesos admin allocator set fair --param resource=cpus
     """
     setup_logging(log_level)
-    info = request(broker, connect_timeout, protocol.SetAllocator(policy, parse_params(params)), timeout)
+    info = request(broker, connect_timeout, protocol.SetAllocator(policy, parse_params(params)), timeout, tls)
     _show(as_json, info, [allocator_line(info)])
 
 
 @allocator.command("show")
 @_call_options
-def allocator_show(as_json: bool, timeout: float, broker: str, connect_timeout: float, log_level: str) -> None:
+def allocator_show(as_json: bool, timeout: float, broker: str, connect_timeout: float, tls: TlsOptions | None,
+                   log_level: str) -> None:
     """Print the current policy and its parameters."""
     setup_logging(log_level)
-    info = request(broker, connect_timeout, protocol.GetAllocator(), timeout)
+    info = request(broker, connect_timeout, protocol.GetAllocator(), timeout, tls)
     _show(as_json, info, [allocator_line(info)])
 
 
@@ -172,18 +174,60 @@ def role() -> None:
 @click.option("--limit", default=None, metavar="RESOURCES", help="Most the role may hold ('' for no limit).")
 @_call_options
 def role_set(name: str, weight: float | None, guarantee: str | None, limit: str | None, as_json: bool,
-             timeout: float, broker: str, connect_timeout: float, log_level: str) -> None:
+             timeout: float, broker: str, connect_timeout: float, tls: TlsOptions | None, log_level: str) -> None:
     """Set role NAME's weight, guarantee and/or limit (options left out keep their value)."""
     setup_logging(log_level)
     call = protocol.SetRole(name, weight, parse_quota(guarantee, "--guarantee"), parse_quota(limit, "--limit"))
-    roles = request(broker, connect_timeout, call, timeout)
+    roles = request(broker, connect_timeout, call, timeout, tls)
     _show(as_json, roles, [role_line(r) for r in roles.roles if r.role == name])
 
 
 @role.command("show")
 @_call_options
-def role_show(as_json: bool, timeout: float, broker: str, connect_timeout: float, log_level: str) -> None:
+def role_show(as_json: bool, timeout: float, broker: str, connect_timeout: float, tls: TlsOptions | None,
+              log_level: str) -> None:
     """Print every role: weight, guarantee, limit, what it holds, its frameworks."""
     setup_logging(log_level)
-    roles = request(broker, connect_timeout, protocol.GetRoles(), timeout)
+    roles = request(broker, connect_timeout, protocol.GetRoles(), timeout, tls)
     _show(as_json, roles, [role_line(r) for r in roles.roles] or ["no roles"])
+
+
+def acl_line(acl: protocol.AclInfo) -> str:
+    return (f"{printable(acl.principal)} roles={','.join(printable(r) for r in acl.roles) or '-'} "
+            f"users={','.join(printable(u) for u in acl.users) or '-'}")
+
+
+@admin.group()
+def acl() -> None:
+    """Show or set what framework principals may use: roles and OS users (deny by default)."""
+
+
+@acl.command("set")
+@click.argument("principal")
+@click.option("--roles", default="*", show_default=True, metavar="R1,R2",
+              help="Roles it may SUBSCRIBE with ('*' is the default role).")
+@click.option("--users", default="", metavar="U1,U2",
+              help="OS users its tasks may run as ('*': any; none: only the agents' default task user).")
+@_call_options
+def acl_set(principal: str, roles: str, users: str, as_json: bool, timeout: float, broker: str,
+            connect_timeout: float, tls: TlsOptions | None, log_level: str) -> None:
+    """Set framework PRINCIPAL's ACL (framework.<name>); replaces what it had.
+
+    \b
+      bmesos admin acl set framework.alice --roles prod,batch --users alice
+    """
+    setup_logging(log_level)
+    call = protocol.SetAcl(principal, [r for r in roles.split(",") if r], [u for u in users.split(",") if u])
+    acls = request(broker, connect_timeout, call, timeout, tls)
+    _show(as_json, acls, [acl_line(a) for a in acls.acls if a.principal == principal])
+
+
+@acl.command("show")
+@_call_options
+def acl_show(as_json: bool, timeout: float, broker: str, connect_timeout: float, tls: TlsOptions | None,
+             log_level: str) -> None:
+    """Print every framework principal's ACL (those not listed: role * and the default user only)."""
+    setup_logging(log_level)
+    acls = request(broker, connect_timeout, protocol.GetAcls(), timeout, tls)
+    _show(as_json, acls, [acl_line(a) for a in acls.acls] or ["no ACLs (every framework principal: role *, "
+                                                               "default task user)"])

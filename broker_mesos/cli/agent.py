@@ -8,9 +8,10 @@ import click
 
 from broker_mesos.agent.checkpoint import lock_work_dir
 from broker_mesos.agent.detect import check_agent_id, default_agent_id, detect_resources, parse_resources
-from broker_mesos.agent.executor import EXECUTORS
+from broker_mesos.agent.executor import EXECUTORS, TaskUsers
 from broker_mesos.agent.process import Agent, AgentConfig
 from broker_mesos.bus.connection import Bus
+from broker_mesos.bus.tls import TlsOptions
 from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, setup_logging
 from broker_mesos.core.errors import ResourceError
 from broker_mesos.core.resources import Resources, parse_attributes
@@ -70,16 +71,26 @@ def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
 @click.option("--kill-on-stop", is_flag=True,
               help="On SIGTERM / Ctrl-C kill the running tasks (they report TASK_KILLED) instead of leaving them "
                    "running for the next agent process. Implied by --no-checkpoint.")
+@click.option("--task-user", metavar="USER",
+              help="The OS user of tasks that name none (TaskInfo.user). Default: nobody when the agent runs as "
+                   "root, else the agent's own user (an agent that is not root runs every task as itself).")
+@click.option("--allow-root-tasks", is_flag=True,
+              help="Let tasks run as root (uid 0, or gid 0 among their groups); refused otherwise. Logged at start.")
 @log_level_option
 @one_line_errors
-def agent(broker: str, connect_timeout: float, agent_id: str, resources: Resources | None,
+def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id: str, resources: Resources | None,
           attributes: dict[str, str], work_dir: Path | None, executor: str, heartbeat_interval: float,
-          kill_grace: float, checkpoint: bool | None, kill_on_stop: bool, log_level: str) -> None:
+          kill_grace: float, checkpoint: bool | None, kill_on_stop: bool, task_user: str | None,
+          allow_root_tasks: bool, log_level: str) -> None:
     """Run an agent: offer this machine's resources and run the tasks the master sends.
 
     Stops on SIGTERM or Ctrl-C. Its tasks keep running (they run in their own sessions, checkpointed)
     and an agent restarted with the same --id and --work-dir takes them back, as after a crash; with
     --kill-on-stop (or --no-checkpoint) it kills them first and they report TASK_KILLED.
+
+    Tasks never run with the agent's powers: each runs as its TaskInfo.user, else --task-user (an agent
+    running as root switches to that user; never root without --allow-root-tasks), with a clean
+    environment (none of the agent's variables) in a sandbox only its user can read.
     """
     setup_logging(log_level)
     work_dir = (work_dir or Path(".bmesos") / f"agent-{agent_id}").absolute()
@@ -87,12 +98,17 @@ def agent(broker: str, connect_timeout: float, agent_id: str, resources: Resourc
         work_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.ClickException(f"cannot create work dir {work_dir}: {exc}") from None
+    if executor == "command":
+        try:
+            TaskUsers(task_user, allow_root_tasks)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--task-user'") from None
     checkpoint = executor != "noop" if checkpoint is None else checkpoint
     if checkpoint and lock_work_dir(work_dir) is None:
         raise click.ClickException(f"work dir {work_dir} is in use by another agent")
     config = AgentConfig(agent_id=agent_id, resources=resources or detect_resources(work_dir), work_dir=work_dir,
                          attributes=attributes, executor=executor, heartbeat_interval=heartbeat_interval,
                          kill_grace=kill_grace, checkpoint=checkpoint,
-                         kill_on_stop=kill_on_stop)
-    bus = Bus(broker, f"agent {agent_id}", connect_timeout=connect_timeout)
+                         kill_on_stop=kill_on_stop, task_user=task_user, allow_root_tasks=allow_root_tasks)
+    bus = Bus(broker, f"agent {agent_id}", connect_timeout=connect_timeout, tls=tls)
     Agent(bus, config).run()

@@ -12,6 +12,7 @@ from broker_mesos.cli.common import printable
 COMMANDS = {
     "admin": "broker_mesos.cli.admin:admin",
     "master": "broker_mesos.cli.master:master",
+    "principals": "broker_mesos.cli.principals:principals",
     "agent": "broker_mesos.cli.agent:agent",
     "run": "broker_mesos.cli.run:run",
     "watch": "broker_mesos.cli.watch:watch",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from broker_mesos.bus.tls import TlsOptions
 from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, setup_logging
 from broker_mesos.core.codec import ID_PATTERN
 from broker_mesos.core.errors import PolicyError, ResourceError
 from broker_mesos.core.master import MasterConfig
 from broker_mesos.core.master_model import DEFAULT_MAX_AGENT_RESOURCES_TEXT
 from broker_mesos.core.resources import Resources
+from broker_mesos.core.security import DEFAULT_MASTER_PRINCIPAL
 
 
 def _resources(_ctx: click.Context, _param: click.Parameter, value: str) -> Resources:
@@ -44,6 +46,11 @@ def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
               metavar="RESOURCES",
               help="The most one agent may report (scalars); a REGISTER or HEARTBEAT beyond it is refused.")
 @click.option("--master-id", callback=_master_id, default=None, help="This master's id (default: random).")
+@click.option("--master-principal", envvar="BMESOS_MASTER_PRINCIPAL", default=DEFAULT_MASTER_PRINCIPAL,
+              show_default=True, help="The broker user of the masters (their messages are the only ones agents obey).")
+@click.option("--insecure", is_flag=True, envvar="BMESOS_INSECURE",
+              help="Development mode: believe every sender (no principal checks). Logged at start; never on a "
+                   "shared cluster. Also $BMESOS_INSECURE=1.")
 @click.option("--allocator", default="drf", show_default=True,
               help="Allocation policy to start with (drf, priority, fair, binpack or an installed plugin); "
                    "change it at runtime with `bmesos admin allocator set`.")
@@ -51,10 +58,12 @@ def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
               help="Parameter of the starting policy (repeatable), e.g. --allocator-param resource=cpus.")
 @log_level_option
 @one_line_errors
-def master(broker: str, connect_timeout: float, allocation_interval: float, batch_threshold: int,
+def master(broker: str, connect_timeout: float, tls: TlsOptions | None, allocation_interval: float,
+           batch_threshold: int,
            offer_timeout: float, max_missed_heartbeats: int, agent_ping_timeout: float | None,
            agent_reregister_timeout: float, max_agent_resources: Resources,
-           master_id: str | None, allocator: str, allocator_params: tuple[str, ...], log_level: str) -> None:
+           master_id: str | None, master_principal: str, insecure: bool, allocator: str,
+           allocator_params: tuple[str, ...], log_level: str) -> None:
     """Run the master: keeps cluster state, makes offers in allocation rounds, routes tasks to agents.
 
     The master consumes the queues master.agents, master.calls and master.status, offers agents' free
@@ -78,6 +87,7 @@ def master(broker: str, connect_timeout: float, allocation_interval: float, batc
                           agent_reregister_timeout=agent_reregister_timeout,
                           max_agent_resources=max_agent_resources,
                           allocator=allocator, allocator_params=tuple(sorted(params.items())))
-    process = MasterProcess(broker, config, connect_timeout=connect_timeout)
+    process = MasterProcess(broker, config, connect_timeout=connect_timeout, insecure=insecure,
+                            master_principal=master_principal, tls=tls)
     process.install_signal_handlers()
     process.run()

@@ -18,10 +18,11 @@ from typing import Any
 import click
 
 from broker_mesos.agent.sandbox import STDERR, sandbox_dir
+from broker_mesos.bus.tls import TlsOptions
 from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, printable, setup_logging
 from broker_mesos.core.protocol import TaskInfo, TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
-from broker_mesos.framework.driver import SchedulerDriver, default_framework_id
+from broker_mesos.framework.driver import SchedulerDriver
 from broker_mesos.framework.oneshot import OneShotScheduler, RunPlan, command_for, describe
 
 EXIT_TIMEOUT = 2
@@ -140,7 +141,7 @@ def failure_report(plan: RunPlan, framework_id: str) -> list[str]:
 @click.argument("command", nargs=-1, required=True)
 @one_line_errors
 def run(name: str, cpus: float, mem: float, count: int, role: str, timeout: float | None, broker: str,
-        connect_timeout: float, log_level: str, command: tuple[str, ...]) -> None:
+        connect_timeout: float, tls: TlsOptions | None, log_level: str, command: tuple[str, ...]) -> None:
     """Run COMMAND as COUNT tasks on the cluster and wait until all of them end.
 
     COMMAND runs as an argument list without a shell; a single argument with spaces or shell syntax
@@ -157,8 +158,9 @@ def run(name: str, cpus: float, mem: float, count: int, role: str, timeout: floa
     quiet = QuietUntilConnected().install()
     plan = RunPlan(name, count, Resources.of(cpus=cpus, mem=mem), command_for(command))
     reporter = BarReporter(count) if sys.stdout.isatty() else LineReporter()
-    driver = SchedulerDriver(OneShotScheduler(plan, reporter), broker, name, framework_id=default_framework_id(name),
-                             role=role, connect_timeout=connect_timeout, failover_timeout=RUN_FAILOVER_TIMEOUT)
+    driver = SchedulerDriver(OneShotScheduler(plan, reporter), broker, name, role=role,
+                             connect_timeout=connect_timeout, failover_timeout=RUN_FAILOVER_TIMEOUT,
+                             tls=tls)
     driver.bus.on_ready(lambda: setattr(quiet, "connected", True))
     raise_interrupt_on_sigterm()
     outcome = "done"

@@ -16,6 +16,7 @@ import click
 
 from broker_mesos.bus import topology
 from broker_mesos.bus.connection import Bus, Delivery
+from broker_mesos.bus.tls import TlsOptions
 from broker_mesos.cli.common import (
     broker_options,
     json_line,
@@ -141,7 +142,8 @@ def _style(state: TaskState) -> str | None:
 @broker_options
 @log_level_option
 @one_line_errors
-def watch(pattern: str, events: bool, as_json: bool, broker: str, connect_timeout: float, log_level: str) -> None:
+def watch(pattern: str, events: bool, as_json: bool, broker: str, connect_timeout: float, tls: TlsOptions | None,
+          log_level: str) -> None:
     """Print task status updates as they happen, one line each, until Ctrl-C.
 
     PATTERN is an AMQP topic pattern over <framework>.<agent>.<state>:
@@ -153,7 +155,7 @@ def watch(pattern: str, events: bool, as_json: bool, broker: str, connect_timeou
     """
     setup_logging(log_level)
     quiet = QuietUntilConnected().install()
-    bus = Bus(broker, "watch", connect_timeout=connect_timeout)
+    bus = Bus(broker, "watch", connect_timeout=connect_timeout, tls=tls)
     bus.on_ready(lambda: setattr(quiet, "connected", True))
     Watcher(bus, pattern, events, as_json).setup()
     failure: list[BaseException] = []

@@ -56,6 +56,7 @@ MAX_ANY_DEPTH = 16
 MAX_QUOTE = 100
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 ROLE_PATTERN = re.compile(r"^(\*|[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
+USER_PATTERN = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # POSIX-portable user names, as useradd takes them
 
 _ENVELOPE_FIELDS = frozenset({"v", "type", "id", "ts", "body"})
 
@@ -85,6 +86,11 @@ def id_field(*, empty_ok: bool = False, **kwargs: Any) -> Any:
     """A string field that must be an identifier: safe in queue names and routing keys. ``empty_ok``
     also allows ``""``, for a field where "none" or "unknown" must not be spelled as a legal id."""
     return dataclasses.field(metadata={"id": True, "empty_ok": empty_ok}, **kwargs)
+
+
+def user_field(**kwargs: Any) -> Any:
+    """An OS user name (``USER_PATTERN``), or ``""`` for "the default"."""
+    return dataclasses.field(metadata={"os_user": True}, **kwargs)
 
 
 def role_field(**kwargs: Any) -> Any:
@@ -298,6 +304,7 @@ def _value_decoder(tp: Any, meta: Any) -> Decoder:
         return lambda v, w: None if v is None else inner(v, w)
     if tp is str:
         is_id, empty_ok, is_role = bool(meta.get("id")), bool(meta.get("empty_ok")), bool(meta.get("role"))
+        is_user = bool(meta.get("os_user"))
 
         def dec_str(v: Any, w: str) -> str:
             if not isinstance(v, str):
@@ -306,6 +313,8 @@ def _value_decoder(tp: Any, meta: Any) -> Decoder:
                 raise ProtocolError(f"{w} is longer than {MAX_STRING} characters")
             if is_id and not ID_PATTERN.fullmatch(v) and not (empty_ok and v == ""):
                 raise ProtocolError(f"{w} {_quote(v)} is not an identifier (1-128 of A-Z a-z 0-9 _ -)")
+            if is_user and v and not USER_PATTERN.fullmatch(v):
+                raise ProtocolError(f"{w} {_quote(v)} is not a user name (1-32 of a-z 0-9 _ - starting with a-z or _)")
             if is_role and not ROLE_PATTERN.fullmatch(v):
                 raise ProtocolError(f"{w} {_quote(v)} is not a role name "
                                     "(*, or 1-128 of A-Z a-z 0-9 _ . - not starting with . or -)")

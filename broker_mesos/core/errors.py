@@ -5,6 +5,7 @@
     ├── ResourceError        resource arithmetic or parsing went wrong (negative, unknown kind)
     ├── CallRefused          a well-formed call the master refuses (unknown offer, does not fit, ...)
     ├── PolicyError          an allocator policy name or parameter is unknown or invalid
+    ├── ConfigError          a process is configured inconsistently (e.g. its principal and its id)
     └── BusError             the transport failed (raised only by ``bus/``, from pika's exceptions)
         └── BrokerUnreachable  no connection could be made to the broker
 """
@@ -38,6 +39,10 @@ class CallRefused(BrokerMesosError):
 
 class PolicyError(BrokerMesosError, ValueError):
     """An allocator policy cannot be built: unknown name or bad parameter (the operator's fault)."""
+
+
+class ConfigError(BrokerMesosError, ValueError):
+    """A process cannot start as configured (the operator's fault); said in one line."""
 
 
 class BusError(BrokerMesosError):

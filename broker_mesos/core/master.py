@@ -11,7 +11,9 @@ offer, or a live task. ``check_invariants`` asserts that books balance; tests ca
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from broker_mesos.core import protocol
@@ -19,6 +21,7 @@ from broker_mesos.core.allocation import admin as allocation_admin
 from broker_mesos.core.allocation.engine import Allocation, Allocator, add_all
 from broker_mesos.core.allocation.registry import PolicyRegistry
 from broker_mesos.core.errors import CallRefused, PolicyError
+from broker_mesos.core.master_acl import AclRules
 from broker_mesos.core.master_agents import AgentRules
 from broker_mesos.core.master_model import (
     AgentRecord,
@@ -34,6 +37,7 @@ from broker_mesos.core.master_model import (
 )
 from broker_mesos.core.protocol import TaskState, TaskStatus
 from broker_mesos.core.resources import EMPTY, MAX_RANGES, Resources
+from broker_mesos.core.security import FrameworkAcl
 
 # the data model is imported from here by the process shell, the registry and the tests
 __all__ = ["AgentRecord", "Effect", "FrameworkRecord", "MasterConfig", "MasterState", "OfferRecord",
@@ -46,11 +50,15 @@ MAX_FILTERS_PER_AGENT = 64  # live decline filters one framework keeps on one ag
 # -- the state machine ------------------------------------------------------------------------
 
 
-class MasterState(AgentRules):
+class MasterState(AgentRules, AclRules):
     """Agents, frameworks, tasks and offers, and the rules that change them."""
 
-    def __init__(self, config: MasterConfig, policies: PolicyRegistry | None = None) -> None:
+    def __init__(self, config: MasterConfig, policies: PolicyRegistry | None = None,
+                 offer_token: Callable[[], str] | None = None) -> None:
         self.config = config
+        # offer ids end with this: the process shell passes a secret random one, so an offer id cannot
+        # be guessed by another client; the default (tests, the simulator) is deterministic
+        self.offer_token = offer_token or _counter_token()
         self.policies = policies or PolicyRegistry()
         self.allocator = Allocator(self.policies.create(config.allocator, dict(config.allocator_params)))
         self.agents: dict[str, AgentRecord] = {}
@@ -72,6 +80,7 @@ class MasterState(AgentRules):
         # until then, tasks agents report that this master never launched are adopted, not killed: set
         # by the process shell when it takes over (they may be a dead predecessor's unpersisted launches)
         self.adopt_until = float("-inf")
+        self.acls: dict[str, FrameworkAcl] = {}  # framework principal -> roles and OS users it may use
 
     # -- framework calls --------------------------------------------------------------------
     def subscribe(self, call: protocol.Subscribe, reply_to: str | None, call_id: str, now: float,
@@ -84,7 +93,7 @@ class MasterState(AgentRules):
             framework = FrameworkRecord(call.framework_id, call.name, call.role, call.weight,
                                         next(self._framework_seq), reply_to,
                                         failover_timeout=call.failover_timeout,
-                                        partition_aware=call.partition_aware)
+                                        partition_aware=call.partition_aware, user=call.user)
             self.frameworks[call.framework_id] = framework
             for key, task in self.tasks.items():
                 if key[0] == call.framework_id:
@@ -99,6 +108,7 @@ class MasterState(AgentRules):
             framework.reply_to = reply_to
             framework.failover_timeout = call.failover_timeout
             framework.partition_aware = call.partition_aware
+            framework.user = call.user
             if consuming:
                 self.framework_connected(call.framework_id, now)
             event = "framework.resubscribed"
@@ -158,6 +168,8 @@ class MasterState(AgentRules):
             self._release_offer(self.offers[offer_id])
         by_agent: dict[str, list[protocol.TaskInfo]] = {}
         for task in call.tasks:
+            if not task.user and framework.user:  # the agent runs it as the framework's user
+                task = dataclasses.replace(task, user=framework.user)
             self.completed.pop((framework.framework_id, task.task_id), None)
             self._book_task(TaskRecord(task.task_id, framework.framework_id, task.agent_id, task.resources,
                                        TaskState.STAGING, launched_at=now))
@@ -292,6 +304,8 @@ class MasterState(AgentRules):
         task = self.tasks.get(key)
         if task is None:
             return []  # already terminal (a duplicate) or never known: nothing to change
+        if task.agent_id != status.agent_id:
+            return []  # only the task's own agent (or the master for it) speaks for it
         if not task.state.terminal:  # a task the master declared LOST keeps that state while it drains
             task.state = status.state
             task.last_status = status
@@ -359,13 +373,19 @@ class MasterState(AgentRules):
         return effects
 
     # -- admin calls (operators, `bmesos admin`) ----------------------------------------------
-    def admin(self, call: allocation_admin.AdminCall, reply_to: str | None, call_id: str, now: float) -> list[Effect]:
-        """SET_ALLOCATOR / GET_ALLOCATOR / SET_ROLE / GET_ROLES, answered on ``reply_to``. A new policy
-        applies from the next round (a full one); outstanding offers stay valid, none is made twice."""
-        try:
-            reply, events = allocation_admin.apply(call, self.allocator, self.policies, self.frameworks)
-        except PolicyError as exc:
-            raise CallRefused(str(exc)) from None
+    def admin(self, call: Any, reply_to: str | None, call_id: str, now: float) -> list[Effect]:
+        """SET_ALLOCATOR / GET_ALLOCATOR / SET_ROLE / GET_ROLES / SET_ACL / GET_ACLS, answered on
+        ``reply_to``. A new policy applies from the next round (a full one); outstanding offers stay
+        valid, none is made twice."""
+        if isinstance(call, protocol.SetAcl):
+            reply, events = self.set_acl(call)
+        elif isinstance(call, protocol.GetAcls):
+            reply, events = self.acls_info(), []
+        else:
+            try:
+                reply, events = allocation_admin.apply(call, self.allocator, self.policies, self.frameworks)
+            except PolicyError as exc:
+                raise CallRefused(str(exc)) from None
         if events:
             self._changed()
         return [ToFramework("", reply, reply_to, call_id), *(PublishEvent(kind, detail) for kind, detail in events)]
@@ -378,8 +398,9 @@ class MasterState(AgentRules):
             capped = Resources(alloc.resources.scalars, {k: v[:MAX_RANGES] for k, v in alloc.resources.ranges.items()},
                                alloc.resources.sets)
             alloc = Allocation(alloc.framework_id, alloc.agent_id, capped)
-        offer = OfferRecord(f"{self.config.master_id}-O{next(self._offer_ids)}", alloc.framework_id,
-                            alloc.agent_id, alloc.resources, now + self.config.offer_timeout)
+        offer_id = f"{self.config.master_id}-O{next(self._offer_ids)}-{self.offer_token()}"
+        offer = OfferRecord(offer_id, alloc.framework_id, alloc.agent_id, alloc.resources,
+                            now + self.config.offer_timeout)
         self.offers[offer.offer_id] = offer
         agent = self.agents[alloc.agent_id]
         whole = alloc.resources is agent.free or alloc.resources == agent.free
@@ -475,6 +496,11 @@ class MasterState(AgentRules):
         return {"agents": len(self.agents), "frameworks": len(self.frameworks), "tasks": len(self.tasks),
                 "offers": len(self.offers), "total": self.total.to_wire()}
 
+
+
+def _counter_token() -> Callable[[], str]:
+    counter = itertools.count(1)
+    return lambda: f"t{next(counter)}"
 
 
 def wanted_on(tasks: list[protocol.TaskInfo], agent_id: str) -> Resources:

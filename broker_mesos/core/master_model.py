@@ -90,6 +90,7 @@ class FrameworkRecord:
     tasks: set[str] = field(default_factory=set)
     failover_timeout: float = 0.0
     partition_aware: bool = False
+    user: str = ""  # the OS user its tasks run as when they name none (SUBSCRIBE.user)
     # set while the framework's scheduler is gone: it keeps its tasks until failover_timeout has passed
     disconnected_at: float | None = None
     suppressed_before_disconnect: bool = False

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker_mesos.core.codec import MAX_TIMESTAMP, bounded, id_field, message, role_field
+from broker_mesos.core.codec import MAX_TIMESTAMP, bounded, id_field, message, role_field, user_field
 from broker_mesos.core.resources import Resources
 
 DEFAULT_REFUSE_SECONDS = 5.0
@@ -66,6 +66,8 @@ class TaskInfo:
     resources: Resources = field(default_factory=Resources)
     command: CommandInfo = field(default_factory=CommandInfo)
     name: str = ""
+    # the OS user the task runs as ("": its framework's SUBSCRIBE.user, else the agent's default)
+    user: str = user_field(default="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,7 @@ class Subscribe:
     name: str = ""
     role: str = role_field(default="*")
     weight: float = bounded(0.001, 1e6, default=1.0)
-    user: str = ""
+    user: str = user_field(default="")
     failover_timeout: float = bounded(0.0, MAX_REFUSE_SECONDS, default=DEFAULT_FAILOVER_TIMEOUT)
     # Mesos' PARTITION_AWARE capability: tasks on a lost agent go TASK_UNREACHABLE (not LOST) and are
     # kept, not killed, if the agent comes back
@@ -259,6 +261,36 @@ class Roles:
     roles: list[RoleInfo] = field(default_factory=list)
 
 
+@message("SET_ACL")
+@dataclass(frozen=True, slots=True)
+class SetAcl:
+    """What a framework principal (``framework.<name>``) may do beyond its own framework ids: the roles
+    it may subscribe with and the OS users its tasks may run as (Mesos' ``run_tasks``); ``*``: any."""
+
+    principal: str
+    roles: list[str] = role_field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+
+
+@message("GET_ACLS")
+@dataclass(frozen=True, slots=True)
+class GetAcls:
+    """Ask for every framework principal's ACL; answered with ACLS."""
+
+
+@dataclass(frozen=True, slots=True)
+class AclInfo:
+    principal: str
+    roles: list[str] = role_field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+
+
+@message("ACLS")
+@dataclass(frozen=True, slots=True)
+class Acls:
+    acls: list[AclInfo] = field(default_factory=list)
+
+
 # -- master -> framework (exchange offers, routing key = framework id; or the caller's reply_to) --
 
 
@@ -342,4 +374,5 @@ class ClusterEvent:
 
 FRAMEWORK_CALLS: tuple[type, ...] = (Subscribe, Accept, Decline, Kill, Revive, Suppress, Reconcile, Teardown)
 AGENT_MESSAGES: tuple[type, ...] = (Register, Heartbeat)
-ADMIN_CALLS: tuple[type, ...] = (SetAllocator, GetAllocator, SetRole, GetRoles)
+ADMIN_CALLS: tuple[type, ...] = (SetAllocator, GetAllocator, SetRole, GetRoles, SetAcl, GetAcls)
+ALLOCATION_CALLS: tuple[type, ...] = (SetAllocator, GetAllocator, SetRole, GetRoles)

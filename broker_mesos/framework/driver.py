@@ -30,9 +30,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from broker_mesos.bus import topology
-from broker_mesos.bus.connection import Bus, Delivery, decode_delivery
-from broker_mesos.core import codec, protocol
-from broker_mesos.core.errors import ProtocolError
+from broker_mesos.bus.connection import Bus, Delivery, decode_delivery, url_user
+from broker_mesos.bus.tls import TlsOptions
+from broker_mesos.core import codec, protocol, security
+from broker_mesos.core.errors import ConfigError, ProtocolError
 from broker_mesos.core.protocol import CommandInfo, TaskInfo, TaskStatus
 from broker_mesos.core.resources import Resources
 from broker_mesos.framework.calls import SchedulerCalls
@@ -81,9 +82,11 @@ def identifier(text: str, fallback: str = "framework") -> str:
     return cleaned or fallback
 
 
-def default_framework_id(name: str) -> str:
-    """``<name>-<8 hex>``: unique enough that two runs of the same framework never collide."""
-    return f"{identifier(name)}-{uuid.uuid4().hex[:8]}"
+def default_framework_id(name: str, owner: security.Principal | None = None) -> str:
+    """``<name>-<8 hex>``: unique enough that two runs of the same framework never collide; for a
+    framework principal ``<owner>-<name>-<8 hex>``, an id it owns."""
+    prefix = security.framework_id_prefix(owner) if owner is not None else ""
+    return f"{prefix}{identifier(name)[:100]}-{uuid.uuid4().hex[:8]}"
 
 
 def task(task_id: str, agent_id: str, command: str | Sequence[str], *, cpus: float = 1.0, mem: float = 128.0,
@@ -132,18 +135,29 @@ class SchedulerDriver(SchedulerCalls):
     def __init__(self, scheduler: Scheduler, broker_url: str, name: str, *, framework_id: str | None = None,
                  role: str = "*", weight: float = 1.0,
                  failover_timeout: float = protocol.DEFAULT_FAILOVER_TIMEOUT,
-                 partition_aware: bool = False, connect_timeout: float = 15.0) -> None:
+                 partition_aware: bool = False, connect_timeout: float = 15.0,
+                 tls: TlsOptions | None = None, user: str = "",
+                 master_principal: str = security.DEFAULT_MASTER_PRINCIPAL) -> None:
         self.scheduler = scheduler
         self.name = name
-        self.framework_id = framework_id or default_framework_id(name)
+        self.master_principal = master_principal  # whose offers and events count (connected as a principal)
+        self.principal = security.parse(url_user(broker_url), master_principal)
+        if self.principal is not None and self.principal.kind is not security.Kind.FRAMEWORK:
+            raise ConfigError(f"a framework connects as a framework principal (framework.<name>), "
+                              f"not as {self.principal.user}")
+        self.framework_id = framework_id or default_framework_id(name, self.principal)
         if not codec.ID_PATTERN.fullmatch(self.framework_id):
             raise ValueError(f"framework id {self.framework_id!r} is not an identifier ([A-Za-z0-9_-]{{1,128}})")
+        if self.principal is not None and not security.owns_framework(self.principal, self.framework_id):
+            raise ConfigError(f"framework id {self.framework_id} is not {self.principal.user}'s: it must be "
+                              f"{self.principal.name} or start with {security.framework_id_prefix(self.principal)}")
+        self.user = user  # the OS user its tasks run as when they name none (the master checks its ACL)
         self.role = role
         self.weight = weight
         self.failover_timeout = failover_timeout
         self.partition_aware = partition_aware
         self.subscribed = False
-        self.bus = Bus(broker_url, f"framework {self.framework_id}", connect_timeout=connect_timeout)
+        self.bus = Bus(broker_url, f"framework {self.framework_id}", connect_timeout=connect_timeout, tls=tls)
         self._offers_queue, self._status_queue = topology.framework_queues(self.framework_id)
         self._reply_to = self._offers_queue.name
         self._seen_updates = RecentIds()
@@ -234,7 +248,7 @@ class SchedulerDriver(SchedulerCalls):
 
     def _subscribe(self) -> None:
         self._last_resubscribe = time.monotonic()
-        self._call(protocol.Subscribe(self.framework_id, self.name, self.role, self.weight,
+        self._call(protocol.Subscribe(self.framework_id, self.name, self.role, self.weight, self.user,
                                       failover_timeout=self.failover_timeout,
                                       partition_aware=self.partition_aware))
         log.info("framework=%s subscribing", self.framework_id)
@@ -277,12 +291,32 @@ class SchedulerDriver(SchedulerCalls):
         except Exception:
             log.exception("framework=%s scheduler callback %s raised", self.framework_id, name)
 
-    def _decode(self, delivery: Delivery) -> codec.Envelope | None:
+    def _decode(self, delivery: Delivery,
+                senders: Callable[[Any, str | None], bool] | None = None) -> codec.Envelope | None:
+        """The envelope, if it decodes and (connected as a principal) its sender may send it."""
         try:
-            return decode_delivery(delivery)
+            envelope = decode_delivery(delivery)
+            if self._secure:
+                user = delivery.properties.user_id
+                allowed = senders(envelope.body, user) if senders is not None else user == self.master_principal
+                if not allowed:
+                    raise ProtocolError(f"{envelope.type} from user {str(user)[:128]!r}, who may not send it here")
+            return envelope
         except ProtocolError as exc:  # logged, rate-limited, by the bus
             self.bus.dead_letter(delivery, exc.reason)
             return None
+
+    @property
+    def _secure(self) -> bool:
+        """Connected as a framework principal: only the master's events and the agents' own updates count."""
+        return self.principal is not None
+
+    def _status_senders(self, body: Any, user: str | None) -> bool:
+        """A status update comes from the master or from the agent it is about."""
+        if user == self.master_principal:
+            return True
+        return isinstance(body, protocol.Status) and all(
+            user == security.Principal(security.Kind.AGENT, u.agent_id).user for u in body.updates)
 
     def _on_event(self, delivery: Delivery) -> None:
         env = self._decode(delivery)
@@ -314,7 +348,7 @@ class SchedulerDriver(SchedulerCalls):
         self.bus.ack(delivery)
 
     def _on_status(self, delivery: Delivery) -> None:
-        env = self._decode(delivery)
+        env = self._decode(delivery, self._status_senders)
         if env is None:
             return
         if not isinstance(env.body, protocol.Status):

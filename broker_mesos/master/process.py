@@ -16,6 +16,7 @@ is lost, the master drops its state and unconfirmed publishes, and rebuilds from
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import time
 import uuid
@@ -23,7 +24,8 @@ from collections.abc import Callable
 
 from broker_mesos.bus import topology
 from broker_mesos.bus.connection import Bus, Delivery, decode_delivery
-from broker_mesos.core import codec, protocol
+from broker_mesos.bus.tls import TlsOptions
+from broker_mesos.core import codec, protocol, security
 from broker_mesos.core.errors import CallRefused, ProtocolError
 from broker_mesos.core.master import (
     Effect,
@@ -51,12 +53,19 @@ DROPPED_REPORT_INTERVAL = 10.0  # seconds between `dead-letters.dropped` events 
 SERVER_NAMED_PREFIXES = ("amq.gen-", "amq.rabbitmq.reply-to")
 
 
-def reply_allowed(reply_to: str, framework_id: str | None) -> bool:
+def offer_token() -> str:
+    """64 random bits at the end of every offer id: nobody can guess another framework's offer."""
+    return secrets.token_hex(8)
+
+
+def reply_allowed(reply_to: str, framework_id: str | None, owner: security.Principal | None = None,
+                  secure: bool = False) -> bool:
     """Where the master may send a reply: a server-named queue (exclusive to the connection that
     declared it, e.g. `bmesos admin`'s) or direct reply-to; else only the calling framework's own
-    ``offers.<id>`` — or, for a message too broken to say whose it is (``framework_id`` None), some
-    framework's offers queue. An operator's call (``framework_id`` "") is answered on server-named
-    queues only. Never an agent's task queue, the master's own inputs, or anything else a call names."""
+    ``offers.<id>`` — or, for a message too broken (or refused too early) to say whose it is
+    (``framework_id`` None), an offers queue of a framework its sender owns (``secure``; any
+    framework's without security). An operator's call (``framework_id`` "") is answered on
+    server-named queues only. Never an agent's task queue, the master's own inputs, or anything else."""
     if reply_to.startswith(SERVER_NAMED_PREFIXES):
         return True
     if framework_id == "":
@@ -64,7 +73,10 @@ def reply_allowed(reply_to: str, framework_id: str | None) -> bool:
     if framework_id is not None:
         return reply_to == topology.offers_queue_name(framework_id)
     prefix = topology.offers_queue_name("")
-    return reply_to.startswith(prefix) and bool(codec.ID_PATTERN.fullmatch(reply_to[len(prefix):]))
+    target = reply_to[len(prefix):]
+    if not reply_to.startswith(prefix) or not codec.ID_PATTERN.fullmatch(target):
+        return False
+    return not secure or (owner is not None and security.owns_framework(owner, target))
 
 
 def check_routing(delivery: Delivery, envelope: codec.Envelope) -> None:
@@ -90,13 +102,18 @@ class MasterProcess:
     """One master: owns a ``MasterState`` and a ``Bus``; ``run()`` blocks until ``stop()``."""
 
     def __init__(self, broker_url: str, config: MasterConfig, *, connect_timeout: float = 15.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, insecure: bool = False,
+                 master_principal: str = security.DEFAULT_MASTER_PRINCIPAL, tls: TlsOptions | None = None) -> None:
         self.config = config
+        # without security every sender is believed (tests, the demo): explicit, and said at start
+        self.insecure = insecure
+        self.master_principal = master_principal
+        self._denials = LogLimiter()
         self.policies = load_policies()
-        self.state = MasterState(config, self.policies)
+        self.state = MasterState(config, self.policies, offer_token)
         self.clock = clock
         self.bus = Bus(broker_url, f"master-{config.master_id}", connect_timeout=connect_timeout,
-                       resend_after_reconnect=False)
+                       resend_after_reconnect=False, tls=tls)
         self.active = False
         self.active_since = 0.0
         self.lease = Lease(self.bus, config.master_id, self._drop_state, self._take_over)
@@ -138,13 +155,16 @@ class MasterProcess:
         self.active_since = self.clock()
         log.info("master %s serving (allocation interval %.3fs, offer timeout %.1fs)", self.config.master_id,
                  self.config.allocation_interval, self.config.offer_timeout)
+        if self.insecure:
+            log.warning("master %s runs in INSECURE development mode: senders are not checked, any client of "
+                        "the vhost owns the cluster (never use it on a shared cluster)", self.config.master_id)
         self._perform([PublishEvent("master.elected", {"master_id": self.config.master_id})])
 
     # -- election and registry --------------------------------------------------------------
     def _drop_state(self) -> None:
         """The lease is gone with the connection: forget everything, the registry is the truth now."""
         self.active = False
-        self.state = MasterState(self.config, self.policies)
+        self.state = MasterState(self.config, self.policies, offer_token)
         self._unpersisted.clear()  # their deliveries died with the channel and will be redelivered
         self._dirty = False
         self._seen_consuming = set()
@@ -241,13 +261,62 @@ class MasterProcess:
         except ProtocolError as exc:
             self._reject(delivery, exc.reason)
             return None
+        denied = None if self.insecure else self._authorise(delivery, envelope)
+        if denied is not None:
+            self._deny(delivery, envelope, denied)
+            return None
         return envelope
+
+    # -- the master's fence: every message's user_id against what it claims ------------------
+    def _sender(self, delivery: Delivery) -> security.Principal | None:
+        return security.parse(delivery.properties.user_id, self.master_principal)
+
+    def _authorise(self, delivery: Delivery, envelope: codec.Envelope) -> security.Denied | None:
+        who, body = self._sender(delivery), envelope.body
+        if isinstance(body, protocol.ADMIN_CALLS):
+            return security.check_call(who, envelope.type, None)
+        if isinstance(body, protocol.FRAMEWORK_CALLS):
+            denied = security.check_call(who, envelope.type, body.framework_id)
+            if denied is None and isinstance(body, protocol.Subscribe):
+                denied = self.state.acl_check_subscribe(who, body)
+            elif denied is None and isinstance(body, protocol.Accept):
+                denied = self.state.acl_check_accept(who, body)
+            return denied
+        if isinstance(body, protocol.Register | protocol.Heartbeat):
+            return security.check_agent(who, body.agent_id)
+        if isinstance(body, protocol.Status):
+            if who is not None and who.kind is security.Kind.MASTER:
+                return None
+            for update in body.updates:
+                denied = security.check_agent(who, update.agent_id)
+                if denied is not None:
+                    return denied
+            return None
+        return security.Denied(f"{envelope.type} is not a call anyone may send to the master")
+
+    def _deny(self, delivery: Delivery, envelope: codec.Envelope, denied: security.Denied) -> None:
+        """Refused for who sent it: ERROR to the sender's own reply queue, a `security.denied` event,
+        a (rate-limited) log line, and the message dead-lettered."""
+        who = self._sender(delivery)
+        user = delivery.properties.user_id or ""
+        allowed, held = self._denials.allow(user[:128] or "(no user_id)", self.clock())
+        if allowed:
+            more = f" ({held} more denied meanwhile)" if held else ""
+            log.warning("security: denied %s from user %r: %s%s", envelope.type, user[:128], denied.reason, more)
+        reply_to = delivery.properties.reply_to
+        if reply_to and reply_allowed(reply_to, None, who, secure=True):
+            error = protocol.Error(f"denied: {denied.reason}", envelope.type, envelope.id)
+            self.bus.publish("", reply_to, codec.encode(error, self.clock()), persistent=False,
+                             correlation_id=delivery.properties.correlation_id)
+        self._perform([PublishEvent("security.denied", {"user": user[:128], "type": envelope.type,
+                                                        "reason": denied.reason})])
+        self.bus.dead_letter(delivery, f"denied: {denied.reason}")
 
     def _reject(self, delivery: Delivery, reason: str, call_type: str = "", call_id: str = "",
                 framework_id: str | None = None) -> None:
         """Dead-letter a bad message and, if the sender left an address it may use, tell it why."""
         reply_to = delivery.properties.reply_to
-        if reply_to and reply_allowed(reply_to, framework_id):
+        if reply_to and reply_allowed(reply_to, framework_id, self._sender(delivery), secure=not self.insecure):
             self.bus.publish("", reply_to, codec.encode(protocol.Error(reason, call_type, call_id), self.clock()),
                              persistent=False, correlation_id=delivery.properties.correlation_id)
         self.bus.dead_letter(delivery, reason)

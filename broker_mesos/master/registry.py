@@ -23,6 +23,7 @@ from broker_mesos.core.allocation.roles import RoleConfig
 from broker_mesos.core.master import AgentRecord, FrameworkRecord, MasterState, TaskRecord
 from broker_mesos.core.protocol import TaskState
 from broker_mesos.core.resources import Resources
+from broker_mesos.core.security import FrameworkAcl
 
 FORMAT = 1
 COMPLETED_IN_SNAPSHOT = 2_000
@@ -52,7 +53,7 @@ def snapshot(state: MasterState, master_id: str, seen_consuming: set[str]) -> by
         "frameworks": [[f.framework_id, f.name, f.role, f.weight, f.seq, f.reply_to,
                         f.suppressed_before_disconnect if f.disconnected_at is not None else f.suppressed,
                         f.failover_timeout, f.disconnected_at is not None, f.framework_id in seen_consuming,
-                        f.partition_aware]
+                        f.partition_aware, f.user]
                        for f in state.frameworks.values()],
         "tasks": [[t.framework_id, t.task_id, t.agent_id, t.resources.to_wire(), t.state.value]
                   for t in state.tasks.values()],
@@ -63,6 +64,7 @@ def snapshot(state: MasterState, master_id: str, seen_consuming: set[str]) -> by
         "allocator": [state.allocator.policy.name, dict(state.allocator.policy.params)],
         "roles": [[role, config.weight, config.guarantee.to_wire(), config.limit.to_wire()]
                   for role, config in state.allocator.roles.items()],
+        "acls": [[user, sorted(acl.roles), sorted(acl.users)] for user, acl in state.acls.items()],
     }
     return msgpack.packb(data, use_bin_type=True)
 
@@ -78,7 +80,7 @@ def restore(state: MasterState, raw: bytes, now: float) -> tuple[str, set[str]]:
     except RegistryError:
         raise
     except Exception as exc:
-        state.__init__(state.config)  # type: ignore[misc]
+        state.__init__(state.config, state.policies, state.offer_token)  # type: ignore[misc]
         raise RegistryError(f"unreadable registry snapshot: {exc.__class__.__name__}: {exc}") from exc
     seen = {row[0] for row in data["frameworks"] if row[9]}
     return str(data["master_id"]), seen
@@ -96,7 +98,8 @@ def _load(state: MasterState, data: dict[str, Any], now: float) -> None:
         state.total = state.total + resources
     for fw, name, role, weight, seq, reply_to, suppressed, failover, disconnected, _seen, *rest in data["frameworks"]:
         record = FrameworkRecord(fw, name, role, float(weight), int(seq), reply_to, suppressed=bool(suppressed),
-                                 failover_timeout=float(failover), partition_aware=bool(rest and rest[0]))
+                                 failover_timeout=float(failover), partition_aware=bool(rest and rest[0]),
+                                 user=str(rest[1]) if len(rest) > 1 else "")
         state.frameworks[fw] = record
         if disconnected:
             record.disconnected_at = now  # its failover timeout starts again: conservative, never early
@@ -125,4 +128,6 @@ def _load(state: MasterState, data: dict[str, Any], now: float) -> None:
         for role, weight, guarantee, limit in data["roles"]:
             state.allocator.set_role(role, RoleConfig(float(weight), Resources.from_wire(guarantee),
                                                       Resources.from_wire(limit)))
+    for user, roles, users in data.get("acls", []):
+        state.acls[str(user)] = FrameworkAcl(frozenset(map(str, roles)), frozenset(map(str, users)))
     state.changes += 1

@@ -26,7 +26,9 @@ class RawFramework:
     def __init__(self, broker_url: str, framework_id: str, *, role: str = "*") -> None:
         self.framework_id = framework_id
         self.role = role
-        self.connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+        params = pika.URLParameters(broker_url)
+        self.user = params.credentials.username  # every publish carries it as user_id (RabbitMQ checks it)
+        self.connection = pika.BlockingConnection(params)
         self.channel = self.connection.channel()
         for ex in topology.EXCHANGES:
             self.channel.exchange_declare(ex.name, ex.type, durable=ex.durable)
@@ -53,7 +55,8 @@ class RawFramework:
         payload = raw if raw is not None else codec.encode(body, time.time(), call_id)
         key = routing_key if routing_key is not None else topology.call_type(type(body))
         self.channel.basic_publish(topology.MASTER, key, payload, pika.BasicProperties(
-            content_type=CONTENT_TYPE, reply_to=self.events_queue, correlation_id=call_id, delivery_mode=2))
+            content_type=CONTENT_TYPE, user_id=self.user, reply_to=self.events_queue, correlation_id=call_id,
+            delivery_mode=2))
         return call_id
 
     def subscribe(self, timeout: float = 20.0) -> protocol.Subscribed:

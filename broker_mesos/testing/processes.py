@@ -12,6 +12,10 @@ from pathlib import Path
 
 from broker_mesos.testing.wait import wait_for
 
+# Test clusters run in the master's explicit, logged development mode (guest on a private node, no
+# principals): tests of security itself start their processes with BMESOS_INSECURE=0.
+DEVELOPMENT_ENV = {"PYTHONUNBUFFERED": "1", "BMESOS_INSECURE": "1"}
+
 
 @dataclass
 class Proc:
@@ -61,7 +65,7 @@ class ProcessGroup:
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as out:
             popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                     env={**os.environ, **DEVELOPMENT_ENV, **(env or {})},
                                      start_new_session=True)
         proc = Proc(name, popen, log_path)
         self.procs.append(proc)

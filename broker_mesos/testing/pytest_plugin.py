@@ -6,6 +6,9 @@
   when the test fails.
 * ``rabbit_node_factory``: start further nodes (fault tests); each is stopped at the end.
 * ``rabbit_cluster``: a three-node RabbitMQ cluster on this machine, stopped after the test.
+* ``secure_rabbit`` (session): a private node with the management plugin (``management_url()``), for
+  ``bmesos principals`` and the security tests. RabbitMQ users are broker-wide, not per vhost: a test
+  that provisions principals on it calls ``remove_principals(node, vhost)`` when done.
 """
 
 from __future__ import annotations
@@ -25,6 +28,27 @@ def rabbit_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode
     node.start()
     yield node
     node.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    node = RabbitNode(tmp_path_factory.mktemp("secure-rabbit"), vhosts=1, management=True)
+    node.start()
+    yield node
+    node.stop()
+
+
+def remove_principals(node: RabbitNode, vhost: str) -> None:
+    """Delete ``vhost`` and every user of ``node`` but guest (what ``bmesos principals`` made)."""
+    from urllib.parse import quote
+
+    from broker_mesos.bus.provision import ManagementApi
+
+    api = ManagementApi(node.management_url())
+    api.request("DELETE", f"vhosts/{quote(vhost, safe='')}", missing_ok=True)
+    for user in api.request("GET", "users") or []:
+        if user["name"] != "guest":
+            api.request("DELETE", f"users/{quote(user['name'], safe='')}", missing_ok=True)
 
 
 @pytest.fixture

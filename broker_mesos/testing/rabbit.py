@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from broker_mesos.testing.wait import wait_for
@@ -45,6 +46,55 @@ def free_port() -> int:
             return port
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """Test certificates (PEM) made by ``make_test_certificates``: a CA, a server certificate for 127.0.0.1 and
+    localhost signed by it, a client certificate signed by it, and an unrelated CA that signed nothing here."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+    other_ca_key: Path  # with other_ca as its certificate: a client certificate the broker does not trust
+
+
+def make_test_certificates(directory: str | os.PathLike[str]) -> TlsFiles:
+    """Generate ``TlsFiles`` in ``directory`` with the ``openssl`` command line (kept if already there:
+    a restarted node serves the same certificates). EC P-256 keys, valid for two days."""
+    d = Path(directory)
+    files = TlsFiles(d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key",
+                     d / "other-ca.pem", d / "other-ca.key")
+    if all(Path(f).exists() for f in vars(files).values()):
+        return files
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command is not installed (Debian: apt-get install openssl)")
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        done = subprocess.run([openssl, *args], cwd=d, capture_output=True, text=True, check=False, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"openssl {' '.join(args)} failed: {done.stdout}{done.stderr}")
+
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    for name, subject in (("ca", "/CN=bmesos test CA"), ("other-ca", "/CN=bmesos unrelated test CA")):
+        run("req", "-x509", *key, "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", subject,
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for name, subject, usage in (("server", "/CN=localhost", "serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1"),
+                                 ("client", "/CN=bmesos-test-client", "clientAuth")):
+        (d / f"{name}.ext").write_text(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nsubjectKeyIdentifier=hash\n"
+            f"authorityKeyIdentifier=keyid,issuer\nextendedKeyUsage={usage}\n")
+        run("req", "-new", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    for path in d.glob("*.key"):
+        path.chmod(0o600)
+    return files
+
+
 def rabbitmq_available() -> bool:
     return Path(RABBITMQ_SERVER).exists() or shutil.which("rabbitmq-server") is not None
 
@@ -53,9 +103,15 @@ class RabbitNode:
     """One RabbitMQ node under ``base_dir``, reachable at ``url(vhost)``."""
 
     def __init__(self, base_dir: str | os.PathLike[str], name: str | None = None, vhosts: int = VHOST_POOL,
-                 cookie: str | None = None) -> None:
+                 cookie: str | None = None, management: bool = False, tls: bool = False) -> None:
         self.base_dir = Path(base_dir)
         self.cookie = cookie
+        # opt-in: a TLS listener on its own port, with certificates made under base_dir/tls (``tls_files``)
+        self.tls_port = free_port() if tls else None
+        self.tls_files = make_test_certificates(self.base_dir / "tls") if tls else None
+        # opt-in: the management plugin (HTTP API, `bmesos principals`) costs boot time and memory
+        self.management = management
+        self.management_port = free_port() if management else None
         self.name = name or f"bmesos{os.getpid()}x{free_port()}"
         self.port = free_port()
         self.dist_port = free_port()
@@ -70,6 +126,20 @@ class RabbitNode:
     def url(self, vhost: str = "/") -> str:
         quoted = "%2F" if vhost == "/" else vhost
         return f"amqp://guest:guest@127.0.0.1:{self.port}/{quoted}"
+
+    def tls_url(self, vhost: str = "/") -> str:
+        """The ``amqps://`` URL of the TLS listener (``RabbitNode(..., tls=True)`` only); its certificate is
+        for 127.0.0.1 and localhost, signed by ``tls_files.ca``."""
+        if self.tls_port is None:
+            raise RuntimeError("this node runs without TLS: RabbitNode(..., tls=True)")
+        quoted = "%2F" if vhost == "/" else vhost
+        return f"amqps://guest:guest@127.0.0.1:{self.tls_port}/{quoted}"
+
+    def management_url(self) -> str:
+        """The HTTP management API as guest (``RabbitNode(..., management=True)`` only)."""
+        if self.management_port is None:
+            raise RuntimeError("this node runs without the management plugin: RabbitNode(..., management=True)")
+        return f"http://guest:guest@127.0.0.1:{self.management_port}"
 
     def fresh_vhost(self) -> str:
         """A vhost no earlier caller has been given: one per test keeps tests independent."""
@@ -96,6 +166,18 @@ class RabbitNode:
             "log.file.level = warning\n"
             "disk_free_limit.absolute = 50MB\n")
         (self.base_dir / "enabled_plugins").write_text("[].\n")
+        if self.management:
+            (self.base_dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
+            with (self.base_dir / "rabbitmq.conf").open("a") as conf:
+                conf.write(f"management.tcp.port = {self.management_port}\nmanagement.tcp.ip = 127.0.0.1\n")
+        if self.tls_files is not None:  # peer certificates are checked if sent, not required
+            with (self.base_dir / "rabbitmq.conf").open("a") as conf:
+                conf.write(f"listeners.ssl.1 = 127.0.0.1:{self.tls_port}\n"
+                           f"ssl_options.cacertfile = {self.tls_files.ca}\n"
+                           f"ssl_options.certfile = {self.tls_files.server_cert}\n"
+                           f"ssl_options.keyfile = {self.tls_files.server_key}\n"
+                           "ssl_options.verify = verify_peer\n"
+                           "ssl_options.fail_if_no_peer_cert = false\n")
         (self.base_dir / "env.conf").write_text("")
         if self.cookie is not None:
             cookie = self.base_dir / ".erlang.cookie"
@@ -129,6 +211,12 @@ class RabbitNode:
         out.close()
         wait_for(self._accepts_amqp, timeout, f"RabbitMQ node {self.node} to accept connections "
                  f"(log: {self.base_dir / 'server.out'})", interval=0.2, abort=self._died)
+        if self.management:
+            wait_for(self._answers_http, timeout, f"RabbitMQ node {self.node}'s management API to answer "
+                     f"(log: {self.base_dir / 'server.out'})", interval=0.2, abort=self._died)
+        if self.tls_files is not None:
+            wait_for(self._accepts_amqps, timeout, f"RabbitMQ node {self.node} to accept TLS connections "
+                     f"(log: {self.base_dir / 'server.out'})", interval=0.2, abort=self._died)
         return self
 
     def _died(self) -> str | None:
@@ -146,6 +234,34 @@ class RabbitNode:
             return False
         conn.close()
         return True
+
+    def _accepts_amqps(self) -> bool:
+        import pika
+
+        from broker_mesos.bus.tls import TlsOptions, connection_parameters
+
+        assert self.tls_files is not None
+        params = connection_parameters(self.tls_url(), TlsOptions(ca=str(self.tls_files.ca)))
+        params.socket_timeout = 2
+        params.connection_attempts = 1
+        try:
+            conn = pika.BlockingConnection(params)
+        except Exception:  # any failure means "not yet"
+            return False
+        conn.close()
+        return True
+
+    def _answers_http(self) -> bool:
+        import base64
+        import urllib.request
+
+        request = urllib.request.Request(f"http://127.0.0.1:{self.management_port}/api/overview", headers={
+            "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=2) as answer:
+                return bool(answer.status == 200)
+        except Exception:  # any failure means "not yet"
+            return False
 
     def stop(self, timeout: float = 30.0) -> None:
         """Shut the node down cleanly (SIGTERM), SIGKILL if it takes longer than ``timeout``."""

@@ -316,3 +316,17 @@ def test_nothing_after_a_task_ended_until_the_same_id_is_launched_again() -> Non
     driver.accept(["o1"], [task("t1", "a1", "true")])  # same id, launched again: a new task
     driver._deliver_updates([_status("t1", TaskState.RUNNING)])
     assert [s.state for s in recorder.updates] == [TaskState.FINISHED, TaskState.RUNNING]
+
+
+def test_a_framework_principal_gets_ids_it_owns_and_may_not_use_others() -> None:
+    from broker_mesos.core.errors import ConfigError
+
+    url = "amqp://framework.alice:pw@127.0.0.1:1/v"
+    driver = SchedulerDriver(Scheduler(), url, "my app")
+    assert driver.framework_id.startswith("alice-my-app-")
+    assert SchedulerDriver(Scheduler(), url, "x", framework_id="alice").framework_id == "alice"
+    with pytest.raises(ConfigError, match=r"is not framework\.alice's"):
+        SchedulerDriver(Scheduler(), url, "x", framework_id="bob")
+    with pytest.raises(ConfigError, match="framework principal"):
+        SchedulerDriver(Scheduler(), "amqp://agent.a1:pw@127.0.0.1:1/v", "x")
+    assert SchedulerDriver(Scheduler(), "amqp://guest:guest@127.0.0.1:1/v", "x").principal is None

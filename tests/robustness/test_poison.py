@@ -19,7 +19,7 @@ from broker_mesos.testing.processes import Proc, ProcessGroup
 from broker_mesos.testing.wait import wait_for
 
 MASTER_INPUTS = (topology.MASTER_CALLS_QUEUE, topology.MASTER_AGENTS_QUEUE, topology.MASTER_STATUS_QUEUE)
-TO_FRAMEWORK = {"OFFERS", "RESCIND", "SUBSCRIBED", "UPDATE", "ERROR", "ALLOCATOR", "ROLES", "EVENT"}
+TO_FRAMEWORK = {"OFFERS", "RESCIND", "SUBSCRIBED", "UPDATE", "ERROR", "ALLOCATOR", "ROLES", "ACLS", "EVENT"}
 CALLS = {topology.call_type(c) for c in (*protocol.FRAMEWORK_CALLS, *protocol.ADMIN_CALLS)}
 
 

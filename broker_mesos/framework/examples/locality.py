@@ -24,7 +24,7 @@ from broker_mesos.core.errors import ResourceError
 from broker_mesos.core.protocol import Error, Offer, TaskInfo, TaskState, TaskStatus
 from broker_mesos.core.resources import Resources, parse_attributes
 from broker_mesos.framework.driver import SchedulerDriver, identifier, task
-from broker_mesos.framework.examples import common_arguments, emit, serve, setup_logging
+from broker_mesos.framework.examples import broker_settings, common_arguments, emit, serve, setup_logging
 from broker_mesos.framework.locality import DelayScheduler, LocalityTask, Placement, Preference
 from broker_mesos.framework.scheduler import Scheduler
 
@@ -142,8 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     scheduler = LocalityScheduler(args.name, args.tasks, _preference(args), args.wait,
                                   ["sleep", f"{args.seconds:g}"], cpus=args.cpus, mem=args.mem,
                                   refuse_seconds=args.refuse_seconds)
-    driver = SchedulerDriver(scheduler, args.broker, args.name, framework_id=args.framework_id, role=args.role,
-                             connect_timeout=args.connect_timeout)
+    broker, tls = broker_settings(args)
+    driver = SchedulerDriver(scheduler, broker, args.name, framework_id=args.framework_id, role=args.role,
+                             connect_timeout=args.connect_timeout, tls=tls)
     scheduler.on_done = driver.stop
     status = serve(driver, teardown_on_exit=not args.no_teardown)
     return status or (0 if scheduler.all_finished else 1)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from broker_mesos.core.protocol import Error, Offer, TaskStatus
 from broker_mesos.core.resources import Resources
 from broker_mesos.framework.driver import SchedulerDriver, identifier, task
-from broker_mesos.framework.examples import common_arguments, emit, serve, setup_logging
+from broker_mesos.framework.examples import broker_settings, common_arguments, emit, serve, setup_logging
 from broker_mesos.framework.scheduler import Scheduler
 
 
@@ -88,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     scheduler = SleeperScheduler(args.name, args.count, args.seconds, args.cpus, args.mem, args.refuse_seconds)
-    driver = SchedulerDriver(scheduler, args.broker, args.name, framework_id=args.framework_id, role=args.role,
-                             connect_timeout=args.connect_timeout)
+    broker, tls = broker_settings(args)
+    driver = SchedulerDriver(scheduler, broker, args.name, framework_id=args.framework_id, role=args.role,
+                             connect_timeout=args.connect_timeout, tls=tls)
     return serve(driver, teardown_on_exit=not args.no_teardown)
 
 
