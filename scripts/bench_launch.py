@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pika
 
+from broker_mesos.bus import provision
 from broker_mesos.core.protocol import Offer, TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
 from broker_mesos.framework.driver import SchedulerDriver, task
@@ -120,20 +121,45 @@ class LaunchAll(Scheduler):
                 driver.stop()
 
 
+class Principals:
+    """Security on: every process as its own least-privilege principal, provisioned on a private node
+    with the management plugin (what `bmesos principals` does), the master checking every user_id."""
+
+    def __init__(self, node: RabbitNode, vhost: str) -> None:
+        api = provision.ManagementApi(node.management_url())
+        self.provisioner = provision.Provisioner(api, vhost, f"amqp://127.0.0.1:{node.port}")
+        issued, _ = self.provisioner.init()
+        self.urls = {i.user: i.url for i in issued if i.url}
+
+    def url(self, kind: str, name: str) -> str:
+        user = "master" if kind == "master" else f"{kind}.{name}"
+        if user not in self.urls:
+            self.urls[user] = self.provisioner.add(kind, name).url  # type: ignore[assignment]
+        return self.urls[user]
+
+
 def run_launch(url: str, tasks: int, agents: int, executor: str, work: Path, interval: float,
-               agent_resources: str = AGENT_RESOURCES, agent_args: tuple[str, ...] = ()) -> dict[str, float]:
-    procs = ProcessGroup(work / f"logs-{executor}")
+               agent_resources: str = AGENT_RESOURCES, agent_args: tuple[str, ...] = (),
+               principals: Principals | None = None) -> dict[str, float]:
+    procs = ProcessGroup(work / f"logs-{executor}-{'secure' if principals else 'insecure'}")
+
+    def as_(kind: str, name: str) -> str:
+        return principals.url(kind, name) if principals is not None else url
+
+    env = {"BMESOS_INSECURE": "0"} if principals is not None else None
     try:
-        master = procs.bmesos("master", "master", "--broker", url, "--allocation-interval", str(interval),
-                              "--log-level", "warning")
+        master = procs.bmesos("master", "master", "--allocation-interval", str(interval), "--log-level", "warning",
+                              env={**(env or {}), "BMESOS_BROKER": as_("master", "")})
         for i in range(agents):
-            procs.bmesos(f"agent{i}", "agent", "--broker", url, "--id", f"bench-{executor}-{i}",
+            agent_id = f"bench-{executor}-{i}"
+            procs.bmesos(f"agent{i}", "agent", "--id", agent_id,
                          "--resources", agent_resources, "--executor", executor, "--log-level", "info",
-                         "--work-dir", str(work / f"agent-{executor}-{i}"), *agent_args)
+                         "--work-dir", str(work / f"agent-{executor}-{i}-{bool(principals)}"), *agent_args,
+                         env={**(env or {}), "BMESOS_BROKER": as_("agent", agent_id)})
         for proc in procs.procs[1:]:
             proc.wait_output(r"agent \S+ registered", timeout=60)
         scheduler = LaunchAll(tasks)
-        driver = SchedulerDriver(scheduler, url, f"bench-{executor}")
+        driver = SchedulerDriver(scheduler, as_("framework", "bench"), f"bench-{executor}")
         wall = time.perf_counter()
         driver.run()
         wall = time.perf_counter() - wall
@@ -164,6 +190,9 @@ def main() -> int:
                         help="extra argument for every `bmesos agent` (repeat), e.g. --agent-arg=--checkpoint")
     parser.add_argument("--raw-messages", type=int, default=50_000)
     parser.add_argument("--broker", help="use this broker instead of starting a private node")
+    parser.add_argument("--security", choices=["off", "on", "both"], default="off",
+                        help="off: the master's development mode (guest, nothing checked); on: every process its "
+                             "own principal, user_id checked; both: the two in one run, for their ratio")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = parser.parse_args()
 
@@ -173,19 +202,24 @@ def main() -> int:
         if args.broker:
             url = args.broker
         else:
-            node = RabbitNode(work / "rabbit", vhosts=3).start()
+            node = RabbitNode(work / "rabbit", vhosts=3, management=args.security != "off").start()
             url = node.url("t0")
         try:
             results: dict[str, object] = {"raw_msgs_per_s": round(raw_rate(url, args.raw_messages), 1)}
             print(f"raw pika publish->consume: {results['raw_msgs_per_s']:,.0f} msgs/s", flush=True)
             executors = ["noop", "command"] if args.executor == "both" else [args.executor]
-            for executor in executors:
+            modes = ["off", "on"] if args.security == "both" else [args.security]
+            if "on" in modes and node is None:
+                parser.error("--security on needs the private node (no --broker)")
+            principals = Principals(node, "bench") if "on" in modes and node is not None else None
+            for executor, mode in [(e, m) for e in executors for m in modes]:
                 count = args.tasks if executor == "noop" else (args.command_tasks or args.tasks)
                 result = run_launch(url, count, args.agents, executor, work, args.allocation_interval,
-                                    args.agent_resources, tuple(args.agent_arg))
+                                    args.agent_resources, tuple(args.agent_arg), principals if mode == "on" else None)
                 result["ratio_to_raw"] = round(result["tasks_per_s"] / results["raw_msgs_per_s"], 3)
-                results[executor] = result
-                print(f"{executor:>7}: {result['tasks']} tasks on {args.agents} agents in {result['seconds']}s = "
+                results[f"{executor}-security-{mode}" if len(modes) > 1 else executor] = result
+                label = f"{executor}, security {mode}" if len(modes) > 1 else executor
+                print(f"{label:>7}: {result['tasks']} tasks on {args.agents} agents in {result['seconds']}s = "
                       f"{result['tasks_per_s']:,.0f} tasks/s ({result['ratio_to_raw']:.2f}x raw); offer->RUNNING "
                       f"median {result['latency_median_ms']} ms, p99 {result['latency_p99_ms']} ms; "
                       f"{result['accepts']} ACCEPTs, {result['failed']} failed", flush=True)

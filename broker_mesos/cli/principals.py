@@ -90,9 +90,11 @@ def _show(issued: provision.Issued, output_dir: Path | None) -> None:
         click.echo(f"{user} {printable(path)}")
     else:
         click.echo(f"{user} {printable(issued.url)}")
-    if issued.roles:
-        click.echo(f"{user}: roles {','.join(issued.roles)} (user tags "
-                   f"{','.join(provision.role_tags(issued.roles))})", err=True)
+    if issued.roles:  # the broker keeps them as tags; the master learns them from an operator's SET_ACL
+        roles = ",".join(issued.roles)
+        click.echo(f"{user}: roles {roles} recorded (user tags {','.join(provision.role_tags(issued.roles))}); "
+                   f"the master enforces them once an operator runs: bmesos admin acl set {user} --roles '*',{roles}",
+                   err=True)
     for warning in issued.warnings:
         click.echo(f"warning: {printable(warning)}", err=True)
 
@@ -176,7 +178,8 @@ def init(ctx: click.Context, operator: str, rotate: bool, output_dir: Path | Non
 @click.argument("kind", type=KINDS)
 @click.argument("name")
 @click.option("--roles", default="", metavar="R1,R2",
-              help="A framework's roles, recorded (as user tags bmesos-role:<role>) for the master's ACL.")
+              help="A framework's roles, recorded as user tags bmesos-role:<role>; the master enforces them "
+                   "after `bmesos admin acl set` (printed).")
 @click.option("--rotate", is_flag=True, help="If the user exists, give it a new password (and these roles).")
 @_output_dir
 @click.pass_context

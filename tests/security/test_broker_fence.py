@@ -17,9 +17,7 @@ import pytest
 from broker_mesos.bus import provision, topology
 from broker_mesos.core import protocol, security
 from broker_mesos.testing.pytest_plugin import remove_principals
-from broker_mesos.testing.rabbit import RabbitNode, rabbitmq_available
-
-pytestmark = pytest.mark.skipif(not rabbitmq_available(), reason="rabbitmq-server is not installed")
+from broker_mesos.testing.rabbit import RabbitNode
 
 ACCESS_REFUSED = 403
 PRECONDITION_FAILED = 406

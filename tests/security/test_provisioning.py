@@ -26,9 +26,7 @@ import pytest
 from broker_mesos.bus import provision, topology
 from broker_mesos.core import security
 from broker_mesos.testing.pytest_plugin import remove_principals
-from broker_mesos.testing.rabbit import RabbitNode, free_port, rabbitmq_available
-
-pytestmark = pytest.mark.skipif(not rabbitmq_available(), reason="rabbitmq-server is not installed")
+from broker_mesos.testing.rabbit import RabbitNode, free_port
 
 _vhosts = itertools.count()
 
