@@ -178,7 +178,10 @@ class MasterProcess:
             if generation != self.bus.generation:
                 return
             self.state.adopt_until = self.clock() + self.config.agent_reregister_timeout
-            if delivery is not None:
+            if delivery is not None and not self.insecure and delivery.properties.user_id != self.master_principal:
+                log.error("master %s ignores a registry snapshot written by user %r, not by the master principal",
+                          self.config.master_id, str(delivery.properties.user_id)[:128])
+            elif delivery is not None:
                 try:
                     writer, self._seen_consuming = registry.restore(self.state, delivery.body, self.clock())
                     self.state.adopt_until = self.clock() + self.config.agent_reregister_timeout
@@ -291,6 +294,10 @@ class MasterProcess:
                 denied = security.check_agent(who, update.agent_id)
                 if denied is not None:
                     return denied
+                task = self.state.tasks.get((update.framework_id, update.task_id))
+                if task is not None and task.agent_id != update.agent_id:
+                    return security.Denied(f"task {update.task_id} of {update.framework_id} is on agent "
+                                           f"{task.agent_id}, not on {update.agent_id}")
             return None
         return security.Denied(f"{envelope.type} is not a call anyone may send to the master")
 

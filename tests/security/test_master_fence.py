@@ -104,6 +104,11 @@ def test_agents_and_strangers_cannot_speak_for_others(secured: dict[str, object]
     impostor.basic_publish(topology.STATUS, "alice.a1.TASK_FINISHED", codec.encode(protocol.Status([finished]), 1.0),
                            props)
     denied_event(master, "user=agent.a2 type=STATUS")  # type: ignore[arg-type]
+    elsewhere = protocol.TaskStatus("job", "alice", "a2", TaskState.FINISHED, "u-forged-2", time.time())
+    impostor.basic_publish(topology.STATUS, "alice.a2.TASK_FINISHED", codec.encode(protocol.Status([elsewhere]), 1.0),
+                           props)  # its own agent id, but the task is on a1
+    master.wait_output(r"security: denied STATUS from user 'agent.a2': task job of alice is on agent a1, "  # type: ignore[attr-defined]
+                       r"not on a2", 15)
     impostor.connection.close()
     guest = pika.BlockingConnection(pika.URLParameters(cluster_urls["guest"])).channel()
     guest.basic_publish(topology.MASTER, "SUBSCRIBE", codec.encode(protocol.Subscribe("guest-fw"), 1.0),
