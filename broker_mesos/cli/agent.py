@@ -12,7 +12,13 @@ from broker_mesos.agent.executor import EXECUTORS, TaskUsers
 from broker_mesos.agent.process import Agent, AgentConfig
 from broker_mesos.bus.connection import Bus
 from broker_mesos.bus.tls import TlsOptions
-from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, setup_logging
+from broker_mesos.cli.common import (
+    broker_options,
+    log_level_option,
+    master_principal_option,
+    one_line_errors,
+    setup_logging,
+)
 from broker_mesos.core.errors import ResourceError
 from broker_mesos.core.resources import Resources, parse_attributes
 
@@ -76,12 +82,13 @@ def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
                    "root, else the agent's own user (an agent that is not root runs every task as itself).")
 @click.option("--allow-root-tasks", is_flag=True,
               help="Let tasks run as root (uid 0, or gid 0 among their groups); refused otherwise. Logged at start.")
+@master_principal_option
 @log_level_option
 @one_line_errors
 def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id: str, resources: Resources | None,
           attributes: dict[str, str], work_dir: Path | None, executor: str, heartbeat_interval: float,
           kill_grace: float, checkpoint: bool | None, kill_on_stop: bool, task_user: str | None,
-          allow_root_tasks: bool, log_level: str) -> None:
+          allow_root_tasks: bool, master_principal: str, log_level: str) -> None:
     """Run an agent: offer this machine's resources and run the tasks the master sends.
 
     Stops on SIGTERM or Ctrl-C. Its tasks keep running (they run in their own sessions, checkpointed)
@@ -109,6 +116,7 @@ def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id:
     config = AgentConfig(agent_id=agent_id, resources=resources or detect_resources(work_dir), work_dir=work_dir,
                          attributes=attributes, executor=executor, heartbeat_interval=heartbeat_interval,
                          kill_grace=kill_grace, checkpoint=checkpoint,
-                         kill_on_stop=kill_on_stop, task_user=task_user, allow_root_tasks=allow_root_tasks)
+                         kill_on_stop=kill_on_stop, task_user=task_user, allow_root_tasks=allow_root_tasks,
+                         master_principal=master_principal)
     bus = Bus(broker, f"agent {agent_id}", connect_timeout=connect_timeout, tls=tls)
     Agent(bus, config).run()

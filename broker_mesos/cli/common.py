@@ -24,6 +24,7 @@ from click.core import ParameterSource
 
 from broker_mesos.bus.tls import TlsError, TlsOptions, check_urls, connection_parameters
 from broker_mesos.core.errors import BrokerMesosError
+from broker_mesos.core.security import DEFAULT_MASTER_PRINCIPAL
 
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 BROKER_ENV = "BMESOS_BROKER"
@@ -227,6 +228,14 @@ def setup_logging(level: str) -> None:
     handler.setFormatter(TerminalSafeFormatter(LOG_FORMAT))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+def master_principal_option(fn: F) -> F:
+    """``--master-principal`` (or $BMESOS_MASTER_PRINCIPAL): the one broker user whose task messages,
+    offers and events count, for a cluster whose masters are not the user ``master``."""
+    return click.option("--master-principal", envvar="BMESOS_MASTER_PRINCIPAL", default=DEFAULT_MASTER_PRINCIPAL,
+                        show_default=True, metavar="USER",
+                        help="The masters' broker user (only its messages are obeyed).")(fn)
 
 
 def log_level_option(fn: F) -> F:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import click
 
 from broker_mesos.bus.tls import TlsOptions
-from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, setup_logging
+from broker_mesos.cli.common import (
+    broker_options,
+    log_level_option,
+    master_principal_option,
+    one_line_errors,
+    setup_logging,
+)
 from broker_mesos.core.codec import ID_PATTERN
 from broker_mesos.core.errors import PolicyError, ResourceError
 from broker_mesos.core.master import MasterConfig
 from broker_mesos.core.master_model import DEFAULT_MAX_AGENT_RESOURCES_TEXT
 from broker_mesos.core.resources import Resources
-from broker_mesos.core.security import DEFAULT_MASTER_PRINCIPAL
 
 
 def _resources(_ctx: click.Context, _param: click.Parameter, value: str) -> Resources:
@@ -46,8 +51,7 @@ def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
               metavar="RESOURCES",
               help="The most one agent may report (scalars); a REGISTER or HEARTBEAT beyond it is refused.")
 @click.option("--master-id", callback=_master_id, default=None, help="This master's id (default: random).")
-@click.option("--master-principal", envvar="BMESOS_MASTER_PRINCIPAL", default=DEFAULT_MASTER_PRINCIPAL,
-              show_default=True, help="The broker user of the masters (their messages are the only ones agents obey).")
+@master_principal_option
 @click.option("--insecure", is_flag=True, envvar="BMESOS_INSECURE",
               help="Development mode: believe every sender (no principal checks). Logged at start; never on a "
                    "shared cluster. Also $BMESOS_INSECURE=1.")

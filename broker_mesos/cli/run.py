@@ -19,7 +19,14 @@ import click
 
 from broker_mesos.agent.sandbox import STDERR, sandbox_dir
 from broker_mesos.bus.tls import TlsOptions
-from broker_mesos.cli.common import broker_options, log_level_option, one_line_errors, printable, setup_logging
+from broker_mesos.cli.common import (
+    broker_options,
+    log_level_option,
+    master_principal_option,
+    one_line_errors,
+    printable,
+    setup_logging,
+)
 from broker_mesos.core.protocol import TaskInfo, TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
 from broker_mesos.framework.driver import SchedulerDriver
@@ -137,11 +144,13 @@ def failure_report(plan: RunPlan, framework_id: str) -> list[str]:
 @click.option("--timeout", type=click.FloatRange(min=0.0), default=None,
               help="Give up (tear down, exit 2) if not all tasks are done after this many seconds.")
 @broker_options
+@master_principal_option
 @log_level_option
 @click.argument("command", nargs=-1, required=True)
 @one_line_errors
 def run(name: str, cpus: float, mem: float, count: int, role: str, timeout: float | None, broker: str,
-        connect_timeout: float, tls: TlsOptions | None, log_level: str, command: tuple[str, ...]) -> None:
+        connect_timeout: float, tls: TlsOptions | None, master_principal: str, log_level: str,
+        command: tuple[str, ...]) -> None:
     """Run COMMAND as COUNT tasks on the cluster and wait until all of them end.
 
     COMMAND runs as an argument list without a shell; a single argument with spaces or shell syntax
@@ -160,6 +169,7 @@ def run(name: str, cpus: float, mem: float, count: int, role: str, timeout: floa
     reporter = BarReporter(count) if sys.stdout.isatty() else LineReporter()
     driver = SchedulerDriver(OneShotScheduler(plan, reporter), broker, name, role=role,
                              connect_timeout=connect_timeout, failover_timeout=RUN_FAILOVER_TIMEOUT,
+                             master_principal=master_principal,
                              tls=tls)
     driver.bus.on_ready(lambda: setattr(quiet, "connected", True))
     raise_interrupt_on_sigterm()
