@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from click.testing import CliRunner
 
+import broker_mesos.cli.agent as agent_cli
+from broker_mesos.agent import detect
+from broker_mesos.agent.container_limits import (
+    CgroupLimits,
+    CpuQuota,
+    MemoryLimit,
+    advertised_cpus,
+    affinity_cpus,
+    read_cgroup_limits,
+)
 from broker_mesos.agent.detect import (
     DEFAULT_PORTS,
     MB,
@@ -51,11 +63,82 @@ def test_check_agent_id() -> None:
 
 def test_detect_resources_reports_this_machine(tmp_path: Path) -> None:
     res = detect_resources(tmp_path)
-    assert res.scalar("cpus") == psutil.cpu_count(logical=True)
-    assert res.scalar("mem") == psutil.virtual_memory().total // MB
+    logical, host_mem = psutil.cpu_count(logical=True), psutil.virtual_memory().total // MB
+    limits = read_cgroup_limits()  # this machine's own container limits, if any
+    assert res.scalar("cpus") == advertised_cpus(logical, affinity_cpus(), limits.cpu)[0] <= logical
+    if limits.cpu is None and affinity_cpus() in (None, logical):
+        assert res.scalar("cpus") == logical
+    if limits.memory is None or limits.memory.limit // MB >= host_mem:
+        assert res.scalar("mem") == host_mem
+    else:
+        assert res.scalar("mem") == limits.memory.limit // MB
     assert res.scalar("disk") == psutil.disk_usage(str(tmp_path)).total // MB
     assert res.ranges["ports"] == (DEFAULT_PORTS,)
-    assert res.scalar("cpus") >= 1 and res.scalar("mem") > 0 and res.scalar("disk") > 0
+    assert res.scalar("cpus") >= 0.1 and res.scalar("mem") > 0 and res.scalar("disk") > 0
+
+
+def test_detect_resources_advertises_and_logs_container_limits(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    # a fake root: cgroup v2, the agent's container limited to 1.5 cpus and 512 MB (as `cpus: "1.5"`,
+    # `mem_limit: 512m` in compose)
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/cgroup").write_text("0::/\n")
+    (tmp_path / "proc/self/mountinfo").write_text(
+        "40 30 0:38 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n")
+    (tmp_path / "sys/fs/cgroup").mkdir(parents=True)
+    (tmp_path / "sys/fs/cgroup/cpu.max").write_text("50000 100000\n")
+    (tmp_path / "sys/fs/cgroup/memory.max").write_text(f"{512 * MB}\n")
+    caplog.set_level(logging.INFO, logger="broker_mesos.agent.detect")
+    res = detect_resources(tmp_path, root=tmp_path)
+    assert (res.scalar("cpus"), res.scalar("mem")) == (0.5, 512)
+    assert res.scalar("disk") == psutil.disk_usage(str(tmp_path)).total // MB
+    assert ("cpus:0.5 (cgroup cpu quota 50000/100000 in /sys/fs/cgroup), "
+            f"mem:512 (cgroup memory limit {512 * MB} bytes in /sys/fs/cgroup), disk:") in caplog.text
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.fixture
+def agent_config(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Run `bmesos agent` up to its Agent: record the config and stop (no broker, no connection)."""
+    configs: list[Any] = []
+
+    class FakeAgent:
+        def __init__(self, _bus: object, config: object) -> None:
+            configs.append(config)
+
+        def run(self) -> None:
+            raise _Captured
+
+    monkeypatch.setattr(agent_cli, "Bus", lambda *a, **k: None)
+    monkeypatch.setattr(agent_cli, "Agent", FakeAgent)
+    monkeypatch.setattr(detect, "read_cgroup_limits", lambda root="/": CgroupLimits(
+        CpuQuota(50000, 100000, "/sys/fs/cgroup/cpu/x"), MemoryLimit(300 * MB, "/sys/fs/cgroup/memory/x")))
+    return configs
+
+
+def test_cli_agent_advertises_and_logs_its_cgroup_limits(agent_config: list[Any], tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="broker_mesos.agent.detect")
+    result = CliRunner().invoke(agent, ["--broker", "amqp://guest:guest@127.0.0.1:1/%2F", "--no-checkpoint",
+                                        "--work-dir", str(tmp_path / "w")])
+    assert isinstance(result.exception, _Captured), result.output
+    resources = agent_config[0].resources
+    assert (resources.scalar("cpus"), resources.scalar("mem")) == (0.5, 300)
+    assert ("cpus:0.5 (cgroup cpu quota 50000/100000 in /sys/fs/cgroup/cpu/x), "
+            f"mem:300 (cgroup memory limit {300 * MB} bytes in /sys/fs/cgroup/memory/x)") in caplog.text
+
+
+def test_cli_resources_option_overrides_detection(agent_config: list[Any], tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="broker_mesos.agent.detect")
+    result = CliRunner().invoke(agent, ["--broker", "amqp://guest:guest@127.0.0.1:1/%2F", "--no-checkpoint",
+                                        "--work-dir", str(tmp_path / "w"), "--resources", "cpus:4;mem:4096"])
+    assert isinstance(result.exception, _Captured), result.output
+    assert agent_config[0].resources == Resources(scalars={"cpus": 4, "mem": 4096})
+    assert "detected resources" not in caplog.text
 
 
 def test_parse_resources() -> None:

@@ -129,6 +129,8 @@ def test_compose_services_are_ordered_and_shaped_for_scaling(services: dict[str,
     body = script(agent)
     assert 'bmesos principals add agent "$HOSTNAME" --rotate ' in body
     assert 'exec bmesos agent --id "$HOSTNAME" --broker-file "/run/bmesos/agent/agent.$HOSTNAME.url" ' in body
+    # each replica is limited and advertises its own limits (not the host's), so scaling never over-commits
+    assert (agent.get("cpus"), agent.get("mem_limit")) == (1.0, "1g"), "the agent service needs cpus and mem_limit"
     assert services["demo"]["profiles"] == ["demo"]
 
 
