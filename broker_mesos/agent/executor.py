@@ -10,6 +10,10 @@ task's ``TaskInfo.user``, else the agent's ``--task-user`` (default ``nobody`` f
 root, else the agent's own user) — never as root (uid 0, or gid 0 among its groups) unless the agent
 was started with ``--allow-root-tasks``; with a clean environment (``task_environment``: nothing of the
 agent's own, so no broker URL or credentials) and no file descriptor but 0, 1 and 2.
+
+Each task also runs in a container of its agent's isolator (``agent.isolation``: its own cgroups,
+limited to its resources), which it joins before it execs; when it ends, whatever is left in the
+container is killed and the container removed (``release``).
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ from pathlib import Path
 from typing import Protocol
 
 from broker_mesos.agent import checkpoint
+from broker_mesos.agent.isolation import Isolator
+from broker_mesos.agent.isolation.containers import Containers
+from broker_mesos.agent.isolation.none import NoIsolation
 from broker_mesos.agent.sandbox import open_sandbox, sandbox_dir
-from broker_mesos.core.agent_state import TaskKey, returncode_from_exit_status
+from broker_mesos.core.agent_state import Limitation, TaskKey, returncode_from_exit_status
 from broker_mesos.core.protocol import TaskInfo
 
 log = logging.getLogger(__name__)
@@ -60,8 +67,16 @@ task itself is started by ``SWITCH_USER``, which drops to the task's user first.
 
 SWITCH_USER = r"""
 import os, sys, warnings  # everything imported before the switch: the user may not read the stdlib's dir
-env_file, uid, gid, groups, _, *argv = sys.argv[1:]
+args = sys.argv[1:]
+env_file, uid, gid, groups, *cgroups = args[:args.index("--")]
+argv = args[args.index("--") + 1:]
 uid, gid, groups = int(uid), int(gid), [int(g) for g in groups.split(",") if g]
+for procs in cgroups:
+    try:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+    except OSError as exc:
+        sys.exit("bmesos: cannot join cgroup %s: %s" % (procs, exc.strerror))
 with open(env_file, "rb") as f:
     data = f.read()
 os.unlink(env_file)
@@ -85,9 +100,11 @@ except OSError as exc:
     sys.exit(127 if isinstance(exc, FileNotFoundError) else 126)
 """
 """Run by the supervisor of a root agent's task (``python -I -S``: no site, no ``PYTHON*`` variables, no
-module from the sandbox): read the task's environment from its checkpoint (root-only) and delete it,
-take the user's groups, gid and uid (real, effective and saved; checked, and checked that root cannot
-be regained), then exec the task with exactly that environment."""
+module from the sandbox), with arguments ``ENV_FILE UID GID GROUPS [CGROUP_PROCS...] -- ARGV``: join the
+task's cgroups (its own pid into each ``cgroup.procs``, still as root, so nothing of the task runs
+outside them; the supervisor stays outside), read the task's environment from its checkpoint
+(root-only) and delete it, take the user's groups, gid and uid (real, effective and saved; checked, and
+checked that root cannot be regained), then exec the task with exactly that environment."""
 
 ADOPTED_POLL_TICKS = 10
 
@@ -206,7 +223,12 @@ class Executor(Protocol):
         """Ask the task to stop (SIGTERM to its process group)."""
 
     def force_kill(self, key: TaskKey) -> None:
-        """Stop the task now (SIGKILL to its process group); nothing happens if it is gone."""
+        """Stop the task now (SIGKILL to its process group and its container); nothing happens if it is gone."""
+
+    def release(self, key: TaskKey) -> Limitation | None:
+        """Give back what an ended task held: kill what is left in its container and remove it. Returns
+        the limit the task reached, if any (the OOM killer struck in it). Called once a task's end is
+        known, also for a task that ended while no agent ran; nothing happens for an unknown task."""
 
 
 class NoopExecutor:
@@ -229,6 +251,9 @@ class NoopExecutor:
     def force_kill(self, key: TaskKey) -> None:
         return None
 
+    def release(self, key: TaskKey) -> Limitation | None:
+        return None
+
 
 @dataclass(slots=True)
 class _Adopted:
@@ -245,16 +270,21 @@ class CommandExecutor:
     Children are reaped with ``waitpid(-1, WNOHANG)`` so a poll costs O(exited), not O(running).
     Tasks adopted after a restart are not our children: their supervisors are polled (every
     ``ADOPTED_POLL_TICKS`` reaps) and, once gone, their exit status is read from the checkpoint. When a
-    task ends, whatever it left in its process group is SIGKILLed, as Mesos tears down a container.
+    task ends, whatever it left in its process group is SIGKILLed, as Mesos tears down a container, and
+    once it is released whatever is left in its container too.
     """
 
     name = "command"
 
     def __init__(self, work_dir: Path, agent_id: str, task_user: str | None = None,
-                 allow_root_tasks: bool = False) -> None:
+                 allow_root_tasks: bool = False, isolator: Isolator | None = None) -> None:
         self.work_dir = work_dir
         self.agent_id = agent_id
         self.users = TaskUsers(task_user, allow_root_tasks)
+        isolator = isolator or NoIsolation()
+        if not self.users.is_root and not isinstance(isolator, NoIsolation):
+            raise ValueError("only an agent running as root can put its tasks in containers")
+        self.containers = Containers(isolator, agent_id)
         checkpoint.prepare_work_dir(work_dir)
         self.users.log_policy(agent_id)
         if self.users.is_root:
@@ -276,37 +306,46 @@ class CommandExecutor:
             _check_program(argv[0], env.get("PATH", os.defpath), sandbox_path)
         else:
             raise ValueError("command has shell=false and no arguments")
+        key = (framework_id, task.task_id)
         meta = checkpoint.task_meta_dir(self.work_dir, framework_id, task.task_id)
         checkpoint.make_private_dirs(meta)
         (meta / checkpoint.EXIT_STATUS_FILE).unlink(missing_ok=True)
-        if user.switch:  # the task's environment goes through a root-only file, never the supervisor's
-            env_file = meta / checkpoint.TASK_ENV_FILE
-            checkpoint.write_atomically(env_file, encode_environment(env))
-            run = [sys.executable, "-I", "-S", "-c", SWITCH_USER, str(env_file), str(user.uid), str(user.gid),
-                   ",".join(map(str, user.groups)), "--", *argv]
-            supervisor_env = {"PATH": SAFE_PATH}
-        else:
-            run, supervisor_env = argv, env
-        sandbox = open_sandbox(self.work_dir, framework_id, task.task_id,
-                               owner=(user.uid, user.gid) if user.switch else None)
-        supervised = ["/bin/sh", "-c", SUPERVISOR, "bmesos-supervise", str(meta / checkpoint.EXIT_STATUS_FILE),
-                      *run]
+        container = self.containers.create(key, task.resources, meta)  # recorded before the spawn
         try:
-            popen = subprocess.Popen(supervised, cwd=sandbox.path, env=supervisor_env, stdin=subprocess.DEVNULL,
-                                     stdout=sandbox.stdout, stderr=sandbox.stderr, close_fds=True,
-                                     start_new_session=True)
-        finally:
-            sandbox.close()
-        key = (framework_id, task.task_id)
+            popen = self._spawn(key, meta, user, env, argv, container.procs_files)
+        except BaseException:
+            self.containers.discard(key)
+            raise
         self._children[popen.pid] = (key, popen, meta)
         self._pgid[key] = popen.pid
         checkpoint.record_pid(meta, popen.pid, checkpoint.process_start_time(popen.pid))
         log.debug("task=%s framework=%s started pid=%d user=%s", task.task_id, framework_id, popen.pid, user.name)
         return None
 
+    def _spawn(self, key: TaskKey, meta: Path, user: TaskUser, env: dict[str, str], argv: list[str],
+               cgroups: tuple[str, ...]) -> subprocess.Popen[bytes]:
+        if user.switch:  # the task's environment goes through a root-only file, never the supervisor's
+            env_file = meta / checkpoint.TASK_ENV_FILE
+            checkpoint.write_atomically(env_file, encode_environment(env))
+            run = [sys.executable, "-I", "-S", "-c", SWITCH_USER, str(env_file), str(user.uid), str(user.gid),
+                   ",".join(map(str, user.groups)), *cgroups, "--", *argv]
+            supervisor_env = {"PATH": SAFE_PATH}
+        else:
+            run, supervisor_env = argv, env
+        sandbox = open_sandbox(self.work_dir, *key, owner=(user.uid, user.gid) if user.switch else None)
+        supervised = ["/bin/sh", "-c", SUPERVISOR, "bmesos-supervise", str(meta / checkpoint.EXIT_STATUS_FILE),
+                      *run]
+        try:
+            return subprocess.Popen(supervised, cwd=sandbox.path, env=supervisor_env, stdin=subprocess.DEVNULL,
+                                    stdout=sandbox.stdout, stderr=sandbox.stderr, close_fds=True,
+                                    start_new_session=True)
+        finally:
+            sandbox.close()
+
     def adopt(self, key: TaskKey, pid: int, start_time: str | None) -> None:
         self._adopted[key] = _Adopted(pid, start_time, checkpoint.task_meta_dir(self.work_dir, *key))
         self._pgid[key] = pid
+        self.containers.adopt(key, self._adopted[key].meta)
 
     def reap(self) -> list[tuple[TaskKey, int | None]]:
         exited: list[tuple[TaskKey, int | None]] = []
@@ -324,6 +363,7 @@ class CommandExecutor:
             popen.returncode = os.waitstatus_to_exitcode(status)  # so subprocess never waits for it again
             exited.append((key, self._ended(key, pid, meta, popen.returncode)))
         self._ticks += 1
+        self.containers.tick()
         if self._adopted and self._ticks % ADOPTED_POLL_TICKS == 0:
             for key, adopted in list(self._adopted.items()):
                 if not checkpoint.process_alive(adopted.pid, adopted.start_time):
@@ -348,6 +388,10 @@ class CommandExecutor:
         pgid = self._pgid.get(key)
         if pgid is not None:
             _signal_group(pgid, signal.SIGKILL)
+        self.containers.kill(key)
+
+    def release(self, key: TaskKey) -> Limitation | None:
+        return self.containers.release(key, checkpoint.task_meta_dir(self.work_dir, *key))
 
 
 def _check_program(program: str, search_path: str, cwd: Path) -> None:
@@ -390,9 +434,9 @@ EXECUTORS = ("command", "noop")
 
 
 def make_executor(name: str, work_dir: Path, agent_id: str, task_user: str | None = None,
-                  allow_root_tasks: bool = False) -> Executor:
+                  allow_root_tasks: bool = False, isolator: Isolator | None = None) -> Executor:
     if name == "noop":
         return NoopExecutor()
     if name == "command":
-        return CommandExecutor(work_dir, agent_id, task_user, allow_root_tasks)
+        return CommandExecutor(work_dir, agent_id, task_user, allow_root_tasks, isolator)
     raise ValueError(f"unknown executor {name!r} (choose from {', '.join(EXECUTORS)})")

@@ -26,6 +26,8 @@ from types import FrameType
 from broker_mesos.agent import checkpoint, recovery
 from broker_mesos.agent.checkpoint import Message, StatusJournal
 from broker_mesos.agent.executor import Executor, make_executor
+from broker_mesos.agent.isolation import make_isolator
+from broker_mesos.agent.isolation.limits import DEFAULT_PIDS_LIMIT, Policy
 from broker_mesos.bus import topology
 from broker_mesos.bus.connection import Bus, Delivery, decode_delivery
 from broker_mesos.core import codec, security
@@ -36,6 +38,7 @@ from broker_mesos.core.agent_state import (
     TaskTable,
     exit_outcome,
     group_updates,
+    limited,
     make_status,
     unknown_exit,
 )
@@ -77,6 +80,10 @@ class AgentConfig:
     # the OS user of tasks that name none (None: nobody for an agent running as root, else the agent's own)
     task_user: str | None = None
     allow_root_tasks: bool = False  # may tasks run as root (uid 0)?
+    # "cgroups", "none", or None: cgroups when the agent can create its subtree, else none (one warning)
+    isolation: str | None = None
+    cgroups_cpu_limit: bool = False  # a hard CFS cap of each task's cpus, besides its weight
+    cgroups_pids_limit: int = DEFAULT_PIDS_LIMIT  # processes and threads per task (0: no limit)
     # who may send this agent tasks and kills (when the agent connects as a principal, agent.<id>)
     master_principal: str = security.DEFAULT_MASTER_PRINCIPAL
 
@@ -94,8 +101,11 @@ class Agent:
         self.bus = bus
         self.config = config
         self.agent_id = config.agent_id
+        isolator = make_isolator(config.isolation, config.agent_id,
+                                 Policy(config.cgroups_cpu_limit, config.cgroups_pids_limit)
+                                 ) if config.executor == "command" else None
         self.executor: Executor = make_executor(config.executor, config.work_dir, config.agent_id,
-                                                config.task_user, config.allow_root_tasks)
+                                                config.task_user, config.allow_root_tasks, isolator)
         self.tasks = TaskTable()
         self.journal = StatusJournal(checkpoint.meta_dir(config.work_dir) / "status") if config.checkpoint else None
         self._checkpoint_tasks = config.checkpoint and config.executor != "noop"
@@ -306,6 +316,8 @@ class Agent:
             entry = self.tasks.get(key)
             if entry is not None:
                 self._exited(entry, returncode)
+            else:
+                self.executor.release(key)
         if self._shutdown_deadline is not None:
             self._maybe_finish_shutdown()
 
@@ -315,7 +327,10 @@ class Agent:
         self.report(entry, outcome)
 
     def report(self, entry: TaskEntry, outcome: Outcome) -> None:
-        """Publish how a task ended."""
+        """Release what the task held and publish how it ended (with the limit it reached, if any)."""
+        limitation = self.executor.release(entry.key)
+        if limitation is not None:
+            outcome = limited(outcome, limitation)
         level = logging.DEBUG if outcome.state is TaskState.FINISHED else logging.INFO
         log.log(level, "agent %s: task=%s framework=%s %s (%s)", self.agent_id, entry.task_id, entry.framework_id,
                 outcome.state.value, outcome.message)

@@ -109,6 +109,9 @@ def describe_ssl_text(text: str) -> str | None:
     """The TLS failure inside an error's text (``tls: sslv3 alert bad certificate``), or ``None``."""
     found = _SSL_TEXT.search(text)
     if found is None:
+        if "SSLEOFError" in text:  # the broker hung up mid-handshake (a busy broker's way to refuse a cert)
+            return ("the broker refused the TLS connection (it closed it during the handshake): "
+                    "check --tls-cert and --tls-key")
         return None
     reason = found.group(1).strip().lower()
     if "alert" not in reason:

@@ -9,6 +9,8 @@ import click
 from broker_mesos.agent.checkpoint import lock_work_dir
 from broker_mesos.agent.detect import check_agent_id, default_agent_id, detect_resources, parse_resources
 from broker_mesos.agent.executor import EXECUTORS, TaskUsers
+from broker_mesos.agent.isolation import ISOLATIONS
+from broker_mesos.agent.isolation.limits import DEFAULT_PIDS_LIMIT, MIN_MEMORY_MB
 from broker_mesos.agent.process import Agent, AgentConfig
 from broker_mesos.bus.connection import Bus
 from broker_mesos.bus.tls import TlsOptions
@@ -82,13 +84,28 @@ def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
                    "root, else the agent's own user (an agent that is not root runs every task as itself).")
 @click.option("--allow-root-tasks", is_flag=True,
               help="Let tasks run as root (uid 0, or gid 0 among their groups); refused otherwise. Logged at start.")
+@click.option("--isolation", type=click.Choice(ISOLATIONS),
+              help="'cgroups': each task runs in its own cgroups below the agent's own "
+                   "(<agent's cgroup>/bmesos/agent.<id>/framework.<fw>/task.<task>, cgroups v1 or v2): its memory "
+                   f"limited to its mem (at least {MIN_MEMORY_MB:g} MB; swap adds nothing; the OOM killer ends it "
+                   "TASK_FAILED, reason REASON_CONTAINER_LIMITATION_MEMORY), a CPU weight proportional to its "
+                   "cpus, a cap on its processes; killing it kills every process in them. Needs an agent running "
+                   "as root. 'none': tasks share the machine freely. Default: cgroups when the agent can create "
+                   "its subtree, else none with a warning saying why.")
+@click.option("--cgroups-cpu-limit", is_flag=True,
+              help="Also cap each task's CPU time at its cpus (CFS quota: cpus x the 100 ms period). Without it a "
+                   "task's cpus only weight it against the others, and it may use CPU nobody else wants.")
+@click.option("--cgroups-pids-limit", type=click.IntRange(min=0), default=DEFAULT_PIDS_LIMIT, show_default=True,
+              metavar="N",
+              help="At most N processes and threads per task (pids.max; contains fork bombs). 0: no limit.")
 @master_principal_option
 @log_level_option
 @one_line_errors
 def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id: str, resources: Resources | None,
           attributes: dict[str, str], work_dir: Path | None, executor: str, heartbeat_interval: float,
           kill_grace: float, checkpoint: bool | None, kill_on_stop: bool, task_user: str | None,
-          allow_root_tasks: bool, master_principal: str, log_level: str) -> None:
+          allow_root_tasks: bool, isolation: str | None, cgroups_cpu_limit: bool, cgroups_pids_limit: int,
+          master_principal: str, log_level: str) -> None:
     """Run an agent: offer this machine's resources and run the tasks the master sends.
 
     Stops on SIGTERM or Ctrl-C. Its tasks keep running (they run in their own sessions, checkpointed)
@@ -97,7 +114,8 @@ def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id:
 
     Tasks never run with the agent's powers: each runs as its TaskInfo.user, else --task-user (an agent
     running as root switches to that user; never root without --allow-root-tasks), with a clean
-    environment (none of the agent's variables) in a sandbox only its user can read.
+    environment (none of the agent's variables) in a sandbox only its user can read, and in cgroups of
+    its own that hold it to the resources it was given (--isolation).
     """
     setup_logging(log_level)
     work_dir = (work_dir or Path(".bmesos") / f"agent-{agent_id}").absolute()
@@ -117,6 +135,7 @@ def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id:
                          attributes=attributes, executor=executor, heartbeat_interval=heartbeat_interval,
                          kill_grace=kill_grace, checkpoint=checkpoint,
                          kill_on_stop=kill_on_stop, task_user=task_user, allow_root_tasks=allow_root_tasks,
-                         master_principal=master_principal)
+                         isolation=isolation, cgroups_cpu_limit=cgroups_cpu_limit,
+                         cgroups_pids_limit=cgroups_pids_limit, master_principal=master_principal)
     bus = Bus(broker, f"agent {agent_id}", connect_timeout=connect_timeout, tls=tls)
     Agent(bus, config).run()

@@ -20,6 +20,7 @@ from broker_mesos.core.protocol import AgentTask, TaskInfo, TaskState, TaskStatu
 SOURCE_AGENT = "SOURCE_AGENT"
 REASON_AGENT_RESTARTED = "REASON_AGENT_RESTARTED"
 REASON_EXECUTOR_TERMINATED = "REASON_EXECUTOR_TERMINATED"
+REASON_CONTAINER_LIMITATION_MEMORY = "REASON_CONTAINER_LIMITATION_MEMORY"
 MAX_UPDATES_PER_MESSAGE = 1000
 REMEMBERED_TASKS = 200_000
 
@@ -204,12 +205,35 @@ def unknown_exit(kill_requested: bool) -> Outcome:
                    REASON_EXECUTOR_TERMINATED)
 
 
+@dataclass(frozen=True, slots=True)
+class Limitation:
+    """A limit of its container that a task reached (Mesos' ``REASON_CONTAINER_LIMITATION_*``)."""
+
+    reason: str
+    message: str
+
+
+def memory_limitation(limit_mb: float) -> Limitation:
+    """The kernel's OOM killer struck in a task's container, whose memory limit is ``limit_mb``."""
+    return Limitation(REASON_CONTAINER_LIMITATION_MEMORY,
+                      f"memory limit {limit_mb:g} MB reached: the OOM killer killed the task")
+
+
+def limited(outcome: Outcome, limitation: Limitation) -> Outcome:
+    """How a task ended, given a limit its container reached: a task that died of SIGKILL (or whose exit
+    is unknown) because of it is TASK_FAILED with the limitation's reason and message. A kill that was
+    asked for stays TASK_KILLED, and a task that outlived an OOM kill of one of its processes and exited
+    on its own is reported by its exit as usual."""
+    if outcome.state is not TaskState.FAILED or outcome.exit_code not in (None, 128 + signal.SIGKILL):
+        return outcome
+    return Outcome(TaskState.FAILED, outcome.exit_code, limitation.message, limitation.reason)
+
+
 def make_status(entry: TaskEntry, agent_id: str, state: TaskState, uuid: str, timestamp: float,
                 message: str = "", exit_code: int | None = None, reason: str = "") -> TaskStatus:
     return TaskStatus(task_id=entry.task_id, framework_id=entry.framework_id, agent_id=agent_id, state=state,
                       uuid=uuid, timestamp=timestamp, message=message, reason=reason, source=SOURCE_AGENT,
                       exit_code=exit_code)
-
 
 
 def group_updates(updates: Iterable[TaskStatus], max_per_message: int = MAX_UPDATES_PER_MESSAGE

@@ -215,3 +215,14 @@ def test_tls_failures_read_as_one_short_reason() -> None:
     assert describe_ssl_text(lost) == ("the broker refused the TLS connection (tlsv1 alert unknown ca): check "
                                        "--tls-cert and --tls-key")
     assert describe_ssl_text("connection refused") is None
+
+
+def test_a_broker_hanging_up_mid_handshake_reads_as_a_refused_certificate() -> None:
+    """A busy broker may close the connection instead of sending its alert (seen under load)."""
+    from broker_mesos.bus.tls import describe_ssl_text
+
+    text = ("IncompatibleProtocolError: StreamLostError: (\"Stream connection lost: "
+            "SSLEOFError(8, 'EOF occurred in violation of protocol (_ssl.c:2427)')\",)")
+    assert describe_ssl_text(text) == ("the broker refused the TLS connection (it closed it during the handshake): "
+                                       "check --tls-cert and --tls-key")
+    assert describe_ssl_text("connection refused") is None
