@@ -57,8 +57,9 @@ def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
                    "docker-compose replica gets its own.")
 @click.option("--resources", callback=_resources, metavar="TEXT",
               help="What this agent offers, e.g. 'cpus:4;mem:4096;disk:10000;ports:[31000-32000]'. Replaces "
-                   "detection entirely. Default: all logical cpus, total memory (MB), the work dir's filesystem "
-                   "size (MB) and ports 31000-32000.")
+                   "detection entirely. Default: the logical cpus and total memory (MB), or the agent's container "
+                   "limits (cgroup CPU quota, memory limit, cpuset) when smaller, the work dir's filesystem size "
+                   "(MB) and ports 31000-32000.")
 @click.option("--attributes", callback=_attributes, default="", metavar="TEXT",
               help="Attributes passed to frameworks with every offer, e.g. 'rack:a;zone:1'.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
