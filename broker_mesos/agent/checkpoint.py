@@ -10,7 +10,9 @@ Layout, under ``<work_dir>/meta/`` (task sandboxes stay where users look for the
         pid                          "<pid> <start time>" of the task's supervisor (written after the spawn)
         exit_status                  the task's exit status, written by its supervisor when it ends
         kill                         present once a kill was asked for
-        done                         present once the task's final update is in the status journal
+        done                         present once the task's final update is in the status journal; its
+                                     time is when the task ended: the sandbox GC removes the sandbox and
+                                     this directory --sandbox-gc-delay later (or sooner, when space is short)
 
 Files are replaced atomically (write a temporary file, then rename), so a crash never leaves a
 half-written one behind. Nothing is fsynced: the fault model is a process dying, not the machine
@@ -271,6 +273,30 @@ def remove_done(work_dir: Path, older_than: float) -> int:
         except OSError:
             continue
     return removed
+
+
+def finished_tasks(work_dir: Path) -> list[tuple[float, str, str]]:
+    """(time of its ``done`` mark, framework_id, task_id) of every finished task in the checkpoint, in
+    no particular order: what the sandbox GC starts from (one scan at agent start)."""
+    root = meta_dir(work_dir) / "frameworks"
+    found: list[tuple[float, str, str]] = []
+    for done in root.glob(f"*/tasks/*/{DONE_FILE}") if root.is_dir() else ():
+        try:
+            found.append((done.stat().st_mtime, done.parent.parent.parent.name, done.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def forget_task(work_dir: Path, framework_id: str, task_id: str) -> None:
+    """Remove a task's checkpoint directory (and its framework's, once empty)."""
+    meta = task_meta_dir(work_dir, framework_id, task_id)
+    shutil.rmtree(meta, ignore_errors=True)
+    for directory in (meta.parent, meta.parent.parent):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
 
 
 def lock_work_dir(work_dir: Path) -> int | None:

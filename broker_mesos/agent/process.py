@@ -11,6 +11,7 @@ Signals only set a flag: the shutdown itself runs on the loop (the 50 ms reaper 
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import signal
@@ -28,14 +29,18 @@ from broker_mesos.agent.checkpoint import Message, StatusJournal
 from broker_mesos.agent.executor import Executor, make_executor
 from broker_mesos.agent.isolation import make_isolator
 from broker_mesos.agent.isolation.limits import DEFAULT_PIDS_LIMIT, Policy
+from broker_mesos.agent.sandbox import SandboxGC, disk_usage, sandbox_dir
+from broker_mesos.agent.usage import UsageSampler
 from broker_mesos.bus import topology
 from broker_mesos.bus.connection import Bus, Delivery, decode_delivery
 from broker_mesos.core import codec, security
 from broker_mesos.core.agent_state import (
+    Limitation,
     Outcome,
     TaskEntry,
     TaskKey,
     TaskTable,
+    disk_limitation,
     exit_outcome,
     group_updates,
     limited,
@@ -44,6 +49,7 @@ from broker_mesos.core.agent_state import (
 )
 from broker_mesos.core.errors import ConfigError, ProtocolError
 from broker_mesos.core.protocol import (
+    AgentTask,
     Error,
     Heartbeat,
     KillTasks,
@@ -53,6 +59,7 @@ from broker_mesos.core.protocol import (
     TaskInfo,
     TaskState,
     TaskStatus,
+    Usage,
 )
 from broker_mesos.core.ratelimit import LogLimiter
 from broker_mesos.core.resources import Resources
@@ -61,8 +68,8 @@ log = logging.getLogger(__name__)
 
 REAP_INTERVAL = 0.05
 SHUTDOWN_EXTRA = 1.0  # seconds after the kill grace to wait for SIGKILLed tasks to be reaped
-GC_INTERVAL = 60.0
-DONE_RETENTION = 600.0  # seconds a finished task's checkpoint is kept (a redelivered launch stays ignored)
+GC_INTERVAL = 10.0  # at most; shorter when --sandbox-gc-delay is (each run costs O(removed), see SandboxGC)
+DISK_TICK_BUDGET = 0.01  # seconds of sandbox measuring per loop tick (at least one sandbox per tick)
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,9 @@ class AgentConfig:
     cgroups_pids_limit: int = DEFAULT_PIDS_LIMIT  # processes and threads per task (0: no limit)
     # who may send this agent tasks and kills (when the agent connects as a principal, agent.<id>)
     master_principal: str = security.DEFAULT_MASTER_PRINCIPAL
+    disk_check_interval: float = 5.0  # seconds between measures of a task's sandbox against its disk (0: never)
+    sandbox_gc_delay: float = 86400.0  # seconds a finished task's sandbox (and checkpoint) is kept
+    sandbox_gc_min_free: float = 10.0  # percent free on the work dir's filesystem below which GC removes sooner
 
 
 class Agent:
@@ -118,6 +128,10 @@ class Agent:
         self._shutdown_deadline: float | None = None
         self._finished = False
         self._refusals = LogLimiter(burst=1, period=60.0)
+        self._usage = UsageSampler(self.executor, config.work_dir)  # sampled for each HEARTBEAT
+        self._disk_due: collections.deque[TaskKey] = collections.deque()  # this disk round's tasks left
+        self._disk_limited: dict[TaskKey, Limitation] = {}  # killed for their disk; reported when reaped
+        self.sandbox_gc = SandboxGC(config.work_dir, config.sandbox_gc_delay, config.sandbox_gc_min_free)
         # connected as a principal (agent.<id>): only the master principal's task messages count
         who = security.parse(bus.user, config.master_principal)
         self._secure = who is not None and who.kind is security.Kind.AGENT
@@ -136,7 +150,10 @@ class Agent:
         self.bus.call_every(self.config.heartbeat_interval, self._heartbeat)
         self.bus.call_every(REAP_INTERVAL, self._tick)
         if self._checkpoint_tasks:
-            self.bus.call_every(GC_INTERVAL, self._gc)
+            self.sandbox_gc.seed()
+            self.bus.call_every(min(GC_INTERVAL, max(1.0, self.config.sandbox_gc_delay)), self._gc)
+        if self.config.executor != "noop" and self.config.disk_check_interval > 0:
+            self.bus.call_every(self.config.disk_check_interval, self._disk_round)
 
     def run(self) -> None:
         """Start, install SIGTERM/SIGINT handlers and run the loop until a graceful stop."""
@@ -183,15 +200,58 @@ class Agent:
         self.request_stop()
 
     def _gc(self) -> None:
-        removed = checkpoint.remove_done(self.config.work_dir, time.time() - DONE_RETENTION)
+        removed = self.sandbox_gc.collect()
         if removed:
-            log.debug("agent %s: forgot %d finished task checkpoint(s)", self.agent_id, removed)
+            log.info("agent %s: removed %d finished task sandbox(es)", self.agent_id, len(removed))
+
+    # -- disk limits (Mesos' posix/disk isolator) ---------------------------------------------
+    def _disk_round(self) -> None:
+        """Every --disk-check-interval: queue the running tasks with a disk resource for measuring (unless
+        the previous round is not over: rounds never overlap); ``_disk_tick`` measures them."""
+        if self._disk_due or self._shutdown_deadline is not None:
+            return
+        self._disk_due.extend(e.key for e in self.tasks.active()
+                              if e.task.resources.scalar("disk") > 0 and e.key not in self._disk_limited)
+
+    def _disk_tick(self) -> None:
+        """Measure queued sandboxes for at most DISK_TICK_BUDGET seconds (at least one): thousands of
+        tasks are spread over several 50 ms ticks instead of blocking the loop for the whole round."""
+        deadline = time.monotonic() + DISK_TICK_BUDGET
+        while self._disk_due:
+            entry = self.tasks.get(self._disk_due.popleft())
+            if entry is not None and not entry.kill_requested and entry.key not in self._disk_limited:
+                self._check_disk(entry)
+            if time.monotonic() >= deadline:
+                return
+
+    def _check_disk(self, entry: TaskEntry) -> None:
+        limit_mb = entry.task.resources.scalar("disk")
+        used = disk_usage(sandbox_dir(self.config.work_dir, entry.framework_id, entry.task_id))
+        if used <= limit_mb * 2**20:
+            return
+        limitation = disk_limitation(limit_mb, used)
+        log.warning("agent %s: task=%s framework=%s: %s; killing it", self.agent_id, entry.task_id,
+                    entry.framework_id, limitation.message)
+        self._disk_limited[entry.key] = limitation
+        self.executor.force_kill(entry.key)
 
     # -- registration and heartbeats -----------------------------------------------------------
     def _info(self, cls: type[Register] | type[Heartbeat]) -> Register | Heartbeat:
         c = self.config
+        tasks = self.tasks.agent_tasks()
         return cls(agent_id=self.agent_id, hostname=c.hostname, resources=c.resources, attributes=c.attributes,
-                   tasks=self.tasks.agent_tasks(), heartbeat_interval=c.heartbeat_interval)
+                   tasks=tasks, heartbeat_interval=c.heartbeat_interval,
+                   usage=self._sample_usage(tasks) if cls is Heartbeat else None)
+
+    def _sample_usage(self, tasks: list[AgentTask]) -> Usage | None:
+        """Each task's usage for a HEARTBEAT (``agent.usage``); None (absent) if sampling failed: a
+        heartbeat goes out whatever happens to the sampler."""
+        try:
+            return self._usage.sample(tasks)
+        except Exception:
+            if self._refusals.allow("usage", time.monotonic())[0]:
+                log.exception("agent %s: sampling the tasks' usage failed; heartbeat sent without it", self.agent_id)
+            return None
 
     def _register(self) -> None:
         body = codec.encode(self._info(Register), time.time())
@@ -318,6 +378,8 @@ class Agent:
                 self._exited(entry, returncode)
             else:
                 self.executor.release(key)
+        if self._disk_due:
+            self._disk_tick()
         if self._shutdown_deadline is not None:
             self._maybe_finish_shutdown()
 
@@ -329,6 +391,7 @@ class Agent:
     def report(self, entry: TaskEntry, outcome: Outcome) -> None:
         """Release what the task held and publish how it ended (with the limit it reached, if any)."""
         limitation = self.executor.release(entry.key)
+        limitation = self._disk_limited.pop(entry.key, None) or limitation
         if limitation is not None:
             outcome = limited(outcome, limitation)
         level = logging.DEBUG if outcome.state is TaskState.FINISHED else logging.INFO
@@ -357,6 +420,7 @@ class Agent:
         if entry.quiet and state.terminal:  # the master published its end already (a quiet kill)
             if self._checkpoint_tasks:
                 checkpoint.record_done(self._meta(entry))
+                self.sandbox_gc.finished(entry.framework_id, entry.task_id)
             return
         self._updates.append(make_status(entry, self.agent_id, state, uuid.uuid4().hex, time.time(),
                                          message, exit_code, reason))
@@ -382,6 +446,7 @@ class Agent:
                     if update.state.terminal:
                         checkpoint.record_done(checkpoint.task_meta_dir(self.config.work_dir, update.framework_id,
                                                                         update.task_id))
+                        self.sandbox_gc.finished(update.framework_id, update.task_id)
         pending, self._pending = self._pending, []
         for delivery, reason in pending:
             if reason is None:

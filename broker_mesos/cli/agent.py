@@ -99,6 +99,19 @@ def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
 @click.option("--cgroups-pids-limit", type=click.IntRange(min=0), default=DEFAULT_PIDS_LIMIT, show_default=True,
               metavar="N",
               help="At most N processes and threads per task (pids.max; contains fork bombs). 0: no limit.")
+@click.option("--disk-check-interval", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
+              metavar="SECONDS",
+              help="Measure each running task's sandbox this often; a task whose sandbox holds more than its disk "
+                   "resource (MB) is killed and ends TASK_FAILED, reason REASON_CONTAINER_LIMITATION_DISK (tasks "
+                   "without disk are not limited). 0: no disk limit.")
+@click.option("--sandbox-gc-delay", type=click.FloatRange(min=0.0), default=86400.0, show_default=True,
+              metavar="SECONDS",
+              help="Remove a finished task's sandbox (and its checkpoint) this long after it ended. Needs "
+                   "checkpointing.")
+@click.option("--sandbox-gc-min-free", type=click.FloatRange(0.0, 100.0), default=10.0, show_default=True,
+              metavar="PERCENT",
+              help="While the work dir's filesystem has less than this percent free, remove finished tasks' "
+                   "sandboxes sooner, oldest first. 0: only by --sandbox-gc-delay.")
 @master_principal_option
 @log_level_option
 @one_line_errors
@@ -106,6 +119,7 @@ def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id:
           attributes: dict[str, str], work_dir: Path | None, executor: str, heartbeat_interval: float,
           kill_grace: float, checkpoint: bool | None, kill_on_stop: bool, task_user: str | None,
           allow_root_tasks: bool, isolation: str | None, cgroups_cpu_limit: bool, cgroups_pids_limit: int,
+          disk_check_interval: float, sandbox_gc_delay: float, sandbox_gc_min_free: float,
           master_principal: str, log_level: str) -> None:
     """Run an agent: offer this machine's resources and run the tasks the master sends.
 
@@ -137,6 +151,8 @@ def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id:
                          kill_grace=kill_grace, checkpoint=checkpoint,
                          kill_on_stop=kill_on_stop, task_user=task_user, allow_root_tasks=allow_root_tasks,
                          isolation=isolation, cgroups_cpu_limit=cgroups_cpu_limit,
-                         cgroups_pids_limit=cgroups_pids_limit, master_principal=master_principal)
+                         cgroups_pids_limit=cgroups_pids_limit, master_principal=master_principal,
+                         disk_check_interval=disk_check_interval, sandbox_gc_delay=sandbox_gc_delay,
+                         sandbox_gc_min_free=sandbox_gc_min_free)
     bus = Bus(broker, f"agent {agent_id}", connect_timeout=connect_timeout, tls=tls)
     Agent(bus, config).run()

@@ -21,6 +21,7 @@ SOURCE_AGENT = "SOURCE_AGENT"
 REASON_AGENT_RESTARTED = "REASON_AGENT_RESTARTED"
 REASON_EXECUTOR_TERMINATED = "REASON_EXECUTOR_TERMINATED"
 REASON_CONTAINER_LIMITATION_MEMORY = "REASON_CONTAINER_LIMITATION_MEMORY"
+REASON_CONTAINER_LIMITATION_DISK = "REASON_CONTAINER_LIMITATION_DISK"
 MAX_UPDATES_PER_MESSAGE = 1000
 REMEMBERED_TASKS = 200_000
 
@@ -217,6 +218,18 @@ def memory_limitation(limit_mb: float) -> Limitation:
     """The kernel's OOM killer struck in a task's container, whose memory limit is ``limit_mb``."""
     return Limitation(REASON_CONTAINER_LIMITATION_MEMORY,
                       f"memory limit {limit_mb:g} MB reached: the OOM killer killed the task")
+
+
+def disk_limitation(limit_mb: float, used_bytes: int) -> Limitation:
+    """A task's sandbox grew past its disk limit, ``limit_mb``: the agent killed the task."""
+    return Limitation(REASON_CONTAINER_LIMITATION_DISK,
+                      f"disk limit {_mb(limit_mb)} MB exceeded: sandbox uses {_mb(used_bytes / 2**20)} MB")
+
+
+def _mb(value: float) -> str:
+    """At most one decimal, none when it is 0: 10, 10.5, 23."""
+    text = f"{value:.1f}"
+    return text[:-2] if text.endswith(".0") else text
 
 
 def limited(outcome: Outcome, limitation: Limitation) -> Outcome:

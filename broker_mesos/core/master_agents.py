@@ -14,6 +14,7 @@ from broker_mesos.core.allocation.engine import Allocator
 from broker_mesos.core.errors import CallRefused
 from broker_mesos.core.master_model import (
     COMPLETED_TASKS_KEPT,
+    NO_USAGE,
     REMOVED_AGENTS_KEPT,
     AgentRecord,
     Effect,
@@ -23,6 +24,7 @@ from broker_mesos.core.master_model import (
     PublishEvent,
     PublishStatus,
     TaskRecord,
+    TaskUsage,
     ToAgent,
     ToFramework,
 )
@@ -72,7 +74,9 @@ class AgentRules:
             if info.resources != agent.total and self._in_use(agent) <= info.resources:
                 self._set_total(agent, info.resources)
             effects = self._adopt_or_kill(agent, info.tasks, now)
-            return effects + self._drop_undelivered(agent, info, now)
+            effects += self._drop_undelivered(agent, info, now)
+            self._record_usage(agent, info)
+            return effects
         agent = AgentRecord(info.agent_id, info.hostname, info.resources, info.resources,
                             dict(info.attributes), now, info.heartbeat_interval)
         self.agents[agent.agent_id] = agent
@@ -83,11 +87,29 @@ class AgentRules:
         if declared_lost is not None:
             effects.extend(self._readmit(agent, info, declared_lost, now))
         effects.extend(self._adopt_or_kill(agent, info.tasks, now))
+        self._record_usage(agent, info)
         self._changed()
         effects.append(PublishEvent("agent.added", {
             "agent_id": agent.agent_id, "hostname": agent.hostname, "resources": agent.total.to_wire(),
             "readmitted": declared_lost is not None}))
         return effects
+
+    def _record_usage(self, agent: AgentRecord, info: protocol.Register | protocol.Heartbeat) -> None:
+        """Keep the usage the agent reports for each of its live tasks (the latest one; absent usage, as
+        in a REGISTER, keeps what was known) and sum it for the agent. Only for state and metrics: the
+        master allocates by its own books, never by what an agent says its tasks use."""
+        usage = info.usage
+        if usage is not None:
+            for i, reported in enumerate(info.tasks):
+                task = self.tasks.get((reported.framework_id, reported.task_id))
+                if task is not None and task.agent_id == agent.agent_id:
+                    task.usage = TaskUsage(usage.cpu_seconds[i], usage.mem_mb[i], usage.disk_mb[i])
+        total = NO_USAGE
+        for key in agent.tasks:
+            task_usage = self.tasks[key].usage
+            if task_usage is not None:
+                total = total + task_usage
+        agent.usage = total
 
     def _drop_undelivered(self, agent: AgentRecord, info: protocol.Register | protocol.Heartbeat,
                           now: float) -> list[Effect]:
@@ -239,6 +261,8 @@ class AgentRules:
         if agent is not None:
             agent.tasks.discard(key)
             agent.free = agent.free + task.resources
+            if task.usage is not None:
+                agent.usage = agent.usage - task.usage
             self.allocator.agent_changed(agent.agent_id)
         framework = self.frameworks.get(task.framework_id)
         if framework is not None:

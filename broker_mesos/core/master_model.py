@@ -59,6 +59,27 @@ Effect = ToFramework | ToAgent | PublishStatus | PublishEvent
 # -- records ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class TaskUsage:
+    """What a task uses as its agent last reported it (HEARTBEAT ``usage``), or a sum of such: for state
+    queries and metrics only, never for allocation (an agent's word, not the master's books)."""
+
+    cpu_seconds: float = 0.0
+    mem_mb: float = 0.0
+    disk_mb: float = 0.0
+
+    def __add__(self, other: TaskUsage) -> TaskUsage:
+        return TaskUsage(self.cpu_seconds + other.cpu_seconds, self.mem_mb + other.mem_mb,
+                         self.disk_mb + other.disk_mb)
+
+    def __sub__(self, other: TaskUsage) -> TaskUsage:  # never below 0 (float sums drift)
+        return TaskUsage(max(0.0, self.cpu_seconds - other.cpu_seconds), max(0.0, self.mem_mb - other.mem_mb),
+                         max(0.0, self.disk_mb - other.disk_mb))
+
+
+NO_USAGE = TaskUsage()
+
+
 @dataclass(slots=True)
 class AgentRecord:
     agent_id: str
@@ -72,6 +93,8 @@ class AgentRecord:
     offers: set[str] = field(default_factory=set)
     # not removed for silence before this time (set when a new master restores it from the registry)
     grace_until: float = 0.0
+    # the sum of its live tasks' latest reported usage (TaskRecord.usage)
+    usage: TaskUsage = NO_USAGE
 
 
 @dataclass(slots=True)
@@ -105,6 +128,7 @@ class TaskRecord:
     state: TaskState
     last_status: TaskStatus | None = None
     launched_at: float = 0.0  # when this master launched it (or restored it from the registry)
+    usage: TaskUsage | None = None  # the latest its agent reported (None: none yet); not persisted
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker_mesos.core.codec import MAX_TIMESTAMP, bounded, id_field, message, role_field, user_field
+from broker_mesos.core.errors import ProtocolError
 from broker_mesos.core.resources import Resources
 
 DEFAULT_REFUSE_SECONDS = 5.0
@@ -21,6 +22,7 @@ DEFAULT_REFUSE_SECONDS = 5.0
 # Long-running services that must survive longer outages of their scheduler set more (Marathon: a week).
 DEFAULT_FAILOVER_TIMEOUT = 600.0
 MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
+MAX_USAGE = 1e12  # the most any usage column may report (CPU seconds, MB)
 
 
 class TaskState(enum.StrEnum):
@@ -105,6 +107,17 @@ class AgentTask:
     state: TaskState = TaskState.RUNNING
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What an agent's tasks use, sampled once per heartbeat, in columns: item ``i`` of each column is
+    about ``tasks[i]`` of the same REGISTER / HEARTBEAT (no ids repeated: 27 bytes of msgpack per task).
+    A value the agent could not measure is its last known one, else 0."""
+
+    cpu_seconds: list[float] = bounded(0.0, MAX_USAGE, default_factory=list)  # CPU time used since start
+    mem_mb: list[float] = bounded(0.0, MAX_USAGE, default_factory=list)  # memory in use now
+    disk_mb: list[float] = bounded(0.0, MAX_USAGE, default_factory=list)  # size of the sandbox
+
+
 # -- agent -> master (exchange agent.register) ------------------------------------------------
 
 
@@ -116,6 +129,14 @@ class _AgentInfo:
     attributes: dict[str, str] = field(default_factory=dict)
     tasks: list[AgentTask] = field(default_factory=list)
     heartbeat_interval: float = bounded(0.05, 3600.0, default=5.0)
+    # absent: not sampled (e.g. a REGISTER); else each column has exactly one value per item of ``tasks``
+    usage: Usage | None = None
+
+    def __post_init__(self) -> None:
+        u = self.usage
+        if u is not None and not len(u.cpu_seconds) == len(u.mem_mb) == len(u.disk_mb) == len(self.tasks):
+            raise ProtocolError(f"usage columns have {len(u.cpu_seconds)}, {len(u.mem_mb)} and {len(u.disk_mb)} "
+                                f"values for {len(self.tasks)} tasks (one per task each)")
 
 
 @message("REGISTER")

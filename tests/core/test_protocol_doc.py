@@ -26,7 +26,8 @@ from broker_mesos.core import codec, protocol
 from broker_mesos.core.resources import _NAME, Resources
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
-NESTED = (protocol.CommandInfo, protocol.TaskInfo, protocol.TaskStatus, protocol.Offer, protocol.AgentTask)
+NESTED = (protocol.CommandInfo, protocol.TaskInfo, protocol.TaskStatus, protocol.Offer, protocol.AgentTask,
+          protocol.Usage)
 ROW = re.compile(r"^\|\s*`(?P<field>[a-z_]+)`\s*\|\s*(?P<type>[^|]+?)\s*\|\s*(?P<default>[^|]+?)\s*\|")
 
 

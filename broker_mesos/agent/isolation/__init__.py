@@ -60,6 +60,10 @@ class Container(Protocol):
     def memory_limit_reached(self) -> float | None:
         """The memory limit (MB) if the kernel's OOM killer killed a process of the container, else None."""
 
+    def usage(self) -> tuple[float | None, int | None]:
+        """(CPU seconds used since it was made, memory bytes in use now), each None when the container
+        cannot tell (no cgroup, no cpuacct, the cgroup is gone): the caller measures the processes instead."""
+
     def remove(self) -> bool:
         """Remove the container's cgroups; True once they are gone (False while processes remain)."""
 

@@ -60,6 +60,17 @@ class Containers:
         if container is not None:
             container.kill_all()
 
+    def usage(self, key: TaskKey) -> tuple[float | None, int | None]:
+        """(CPU seconds, memory bytes) of a live task's container (``Container.usage``); (None, None) for a
+        task without one, or when it cannot be read."""
+        container = self._live.get(key)
+        if container is None:
+            return None, None
+        try:
+            return container.usage()
+        except (OSError, ValueError):
+            return None, None
+
     def release(self, key: TaskKey, meta: Path) -> Limitation | None:
         """Release an ended task's container (its record in ``meta`` if this process never knew it); the
         limit the task reached, if any."""

@@ -27,6 +27,9 @@ class Unconfined:
     def memory_limit_reached(self) -> None:
         return None
 
+    def usage(self) -> tuple[None, None]:
+        return None, None
+
     def remove(self) -> bool:
         return True
 

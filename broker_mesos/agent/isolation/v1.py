@@ -54,6 +54,13 @@ class V1Container:
         limit = _read_int(memory / "memory.limit_in_bytes")
         return megabytes(limit) if hit and limit > 0 else None
 
+    def usage(self) -> tuple[float | None, int | None]:
+        """(CPU seconds, memory bytes) the task has used / uses now: ``cpuacct.usage`` when the cpu
+        hierarchy also holds cpuacct (``cpu,cpuacct``), ``memory.usage_in_bytes``; None if unreadable."""
+        cpu_ns = _read_optional(self.dirs["cpu"] / "cpuacct.usage") if "cpu" in self.dirs else None
+        return (cpu_ns / 1e9 if cpu_ns is not None else None,
+                _read_optional(self.dirs["memory"] / "memory.usage_in_bytes"))
+
     def remove(self) -> bool:
         gone = [cgroupfs.remove_dir(d) for d in self.dirs.values()]
         for d in self.dirs.values():
@@ -116,6 +123,13 @@ class CgroupsV1:
 
     def sweep(self, keep: Collection[TaskKey]) -> tuple[int, list[Path]]:
         return cgroupfs.sweep(self.agent_dirs.values(), keep)
+
+
+def _read_optional(path: Path) -> int | None:
+    try:
+        return int(cgroupfs.read(path).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _read_int(path: Path) -> int:

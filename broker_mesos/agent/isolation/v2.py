@@ -77,6 +77,16 @@ class V2Container:
             return None
         return megabytes(int(text)) if text.isdigit() else None
 
+    def usage(self) -> tuple[float | None, int | None]:
+        """(CPU seconds, memory bytes) the task has used / uses now: ``cpu.stat`` ``usage_usec`` and
+        ``memory.current``; None if unreadable (the cgroup is gone)."""
+        usec = cgroupfs.read_keyed(self.dir / "cpu.stat").get("usage_usec")
+        try:
+            memory: int | None = int(cgroupfs.read(self.dir / "memory.current").split()[0])
+        except (OSError, ValueError, IndexError):
+            memory = None
+        return (usec / 1e6 if usec is not None else None), memory
+
     def remove(self) -> bool:
         gone = cgroupfs.remove_dir(self.dir)
         cgroupfs.remove_parent_if_empty(self.dir)
