@@ -410,3 +410,27 @@ def test_isolation_none_leaves_tasks_in_the_agents_cgroups(
     assert "bmesos" not in out and out.endswith("1\n")
     assert not (meta(work, "t-free") / "cgroup").exists()
     assert "WARNING" not in proc.output()
+
+
+def test_an_agent_kills_and_removes_a_task_cgroup_no_checkpoint_knows(
+        procs: ProcessGroup, broker_url: str, master: FakeMaster, work_root: Path) -> None:
+    """A task whose checkpoint is gone (say, a wiped meta dir) must not run on outside the books."""
+    work = work_root / "orphan"
+    try:
+        first, cgroups = start_agent(procs, broker_url, work, "cg-orphan", kill_on_stop=False)
+        master.run("cg-orphan", task("t-orphan", "setsid sleep 300 & echo $! > child; echo $$ > pid; sleep 300"))
+        master.wait_state("t-orphan", TaskState.RUNNING)
+        box = sandbox(work, "t-orphan")
+        seen = processes({read_pid(box / "pid"), read_pid(box / "child")})
+        wait_for(lambda: {pid for pid, _ in seen} <= cgroups.procs("t-orphan"), 10,
+                 "the task's processes in its cgroup")
+        first.signal(signal.SIGTERM)
+        assert first.wait(timeout=15) == 0
+        shutil.rmtree(meta(work, "t-orphan"))  # no checkpoint knows the task any more
+
+        second, _ = start_agent(procs, broker_url, work, "cg-orphan", kill_on_stop=False)
+        second.wait_output(r"killed the processes of \S+task\.t-orphan, a task this agent does not know", 15)
+        wait_for(lambda: not processes({pid for pid, _ in seen}) & seen, 10, "the orphan's processes to be gone")
+        assert not cgroups.exist("t-orphan")
+    finally:
+        kill_checkpointed_tasks(work)

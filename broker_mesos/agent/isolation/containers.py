@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from broker_mesos.agent import checkpoint
-from broker_mesos.agent.isolation import Container, Isolator, attach
+from broker_mesos.agent.isolation import Container, Isolator, attach, cgroupfs
 from broker_mesos.core.agent_state import Limitation, TaskKey, memory_limitation
 from broker_mesos.core.resources import Resources
 
@@ -84,7 +84,8 @@ class Containers:
 
     def tick(self) -> None:
         """Called on every reap. The first sweeps what earlier agent processes left (by then the recovery
-        has adopted or released every container still wanted); each retries the removals pending."""
+        has adopted or released every container still wanted): empty cgroups are removed, and the
+        processes of cgroups no checkpoint knows are killed first; each call retries pending removals."""
         if not self._swept:
             self._swept = True
             self._sweep()
@@ -102,9 +103,14 @@ class Containers:
         removed, busy = self.isolator.sweep(set(self._live) | set(self._removing))
         if removed:
             log.info("agent %s: removed %d container(s) left by ended tasks", self.agent_id, removed)
-        if busy:
-            log.warning("agent %s: %d container(s) of tasks this agent does not know still hold processes; left "
-                        "alone: %s", self.agent_id, len(busy), ", ".join(map(str, busy[:5])))
+        for orphan in busy:  # a task no checkpoint of this agent knows: nobody may run outside the books
+            if cgroupfs.kill_procs(orphan) and cgroupfs.remove_dir(orphan):
+                cgroupfs.remove_parent_if_empty(orphan)
+                log.warning("agent %s: killed the processes of %s, a task this agent does not know, and removed "
+                            "its cgroup", self.agent_id, orphan)
+            else:
+                log.warning("agent %s: could not empty %s (a task this agent does not know): it keeps running "
+                            "outside the books until the agent restarts", self.agent_id, orphan)
 
 
 def _recorded(key: TaskKey, meta: Path) -> Container | None:
