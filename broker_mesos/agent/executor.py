@@ -22,11 +22,12 @@ import errno
 import logging
 import os
 import pwd
+import re
+import shlex
 import shutil
 import signal
 import stat
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -54,6 +55,8 @@ INHERITED = ("LANG",)
 
 DEFAULT_ROOT_TASK_USER = "nobody"
 
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
 SUPERVISOR = 'f=$1; shift; trap : TERM INT HUP; "$@"; s=$?; umask 077; echo "$s" > "$f"; exit "$s"'
 """The task supervisor, a ``/bin/sh`` script (one small process per task): run the task, wait for it,
 write its exit status to its checkpoint directory, exit with it. It outlives a signal sent to the
@@ -63,48 +66,46 @@ so whichever agent process comes next can learn how the task ended.
 On an agent running as root the supervisor keeps the agent's uid (it writes into ``<work-dir>/meta``,
 which tasks cannot reach, and the task's user cannot signal or trace it) but gets an environment of
 the agent's choosing, never the task's (a root process must not see the task's ``LD_PRELOAD``); the
-task itself is started by ``SWITCH_USER``, which drops to the task's user first."""
+task itself is started by ``SWITCH_USER``, which drops to the task's user first. Its stdin is then the
+task's (unlinked, root-only) environment file, which ``SWITCH_USER`` reads and replaces by ``/dev/null``
+for the task; only root can reach it through the supervisor's ``/proc/PID/fd/0``, as it can the task's
+``/proc/PID/environ``."""
 
-SWITCH_USER = r"""
-import os, sys, warnings  # everything imported before the switch: the user may not read the stdlib's dir
-args = sys.argv[1:]
-env_file, uid, gid, groups, *cgroups = args[:args.index("--")]
-argv = args[args.index("--") + 1:]
-uid, gid, groups = int(uid), int(gid), [int(g) for g in groups.split(",") if g]
-for procs in cgroups:
-    try:
-        with open(procs, "w") as f:
-            f.write(str(os.getpid()))
-    except OSError as exc:
-        sys.exit("bmesos: cannot join cgroup %s: %s" % (procs, exc.strerror))
-with open(env_file, "rb") as f:
-    data = f.read()
-os.unlink(env_file)
-env = dict(item.partition(b"=")[::2] for item in data.split(b"\0") if item)
-os.setgroups(groups)
-os.setresgid(gid, gid, gid)
-os.setresuid(uid, uid, uid)
-if os.getresuid() != (uid,) * 3 or os.getresgid() != (gid,) * 3 or set(os.getgroups()) != set(groups):
-    sys.exit("bmesos: could not switch to uid %d gid %d" % (uid, gid))
-if uid != 0:
-    try:
-        os.setuid(0)
-    except PermissionError:
-        pass
-    else:
-        sys.exit("bmesos: could regain root after switching to uid %d" % uid)
-try:
-    os.execvpe(argv[0], argv, env)
-except OSError as exc:
-    sys.stderr.write("bmesos: cannot run %s: %s\n" % (argv[0], exc.strerror))
-    sys.exit(127 if isinstance(exc, FileNotFoundError) else 126)
-"""
-"""Run by the supervisor of a root agent's task (``python -I -S``: no site, no ``PYTHON*`` variables, no
-module from the sandbox), with arguments ``ENV_FILE UID GID GROUPS [CGROUP_PROCS...] -- ARGV``: join the
-task's cgroups (its own pid into each ``cgroup.procs``, still as root, so nothing of the task runs
-outside them; the supervisor stays outside), read the task's environment from its checkpoint
-(root-only) and delete it, take the user's groups, gid and uid (real, effective and saved; checked, and
-checked that root cannot be regained), then exec the task with exactly that environment."""
+SETPRIV = "/usr/bin/setpriv"
+"""util-linux ``setpriv`` (Essential on Debian): sets the task's groups, gid and uid, then execs it."""
+
+ENV = "/usr/bin/env"
+"""Applies the task's loader settings (``after_switch``) once ``setpriv`` has dropped to its user."""
+
+SWITCH_USER = ('while [ "$1" != -- ]; do echo $$ > "$1" || { echo "bmesos: cannot join cgroup $1" >&2; exit 1; }; '
+               'shift; done; shift; . /dev/stdin; exec "$@" </dev/null')
+"""Run (``/bin/sh -c``, as root) by the supervisor of a root agent's task, with arguments
+``[CGROUP_PROCS...] -- SETPRIV_ARGV`` (``switch_argv``) and as stdin the task's environment file
+(``environment_script``: written 0600 in the task's checkpoint directory, which only root can enter, and
+unlinked before the spawn, so nothing of it is left on disk and no one else can ever open it).
+
+Its ``$$`` is the pid that becomes the task: it writes it into each cgroup's ``cgroup.procs`` (still as
+root, so nothing of the task runs outside its cgroups; the supervisor stays outside), sources the
+environment (``export NAME='value'`` lines, shell-quoted: nothing in them is ever evaluated), replaces
+stdin by ``/dev/null`` and execs ``setpriv`` (absolute path: the task's ``PATH`` is already in force),
+which takes the user's groups, gid and uid (real, effective and saved; with no inheritable capability)
+and execs the task — through ``env`` first when the task has loader settings (``after_switch``), so those
+are applied only after the drop. Those ride in ``env``'s argv (visible in ``ps``: loader settings, not
+secrets); every other variable reaches the task through the environment, never through any argv. A task
+without loader settings costs one ``/bin/sh`` and one ``setpriv`` exec, the latter becoming the task."""
+
+AFTER_SWITCH_NAMES = frozenset({
+    # glibc's unsecure-envvars (elf/unsecvars.h, 2.36), which it ignores for setuid programs
+    "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "MALLOC_TRACE",
+    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR",
+    # what else makes a C program load or parse files of the caller's choosing: locales (a locale name may
+    # be an absolute path to locale data) and message catalogs (setpriv calls setlocale and gettext), the
+    # time zone, and getopt's parsing of setpriv's own arguments
+    "LANG", "LANGUAGE", "TZ", "POSIXLY_CORRECT",
+})
+AFTER_SWITCH_PREFIXES = ("LD_", "MALLOC_", "LC_", "GLIBC_")
+"""Variables a root agent's task gets only after the switch to its user (``after_switch``): what would
+make ``setpriv`` (a root process) load code or data of the task's choosing."""
 
 ADOPTED_POLL_TICKS = 10
 
@@ -200,8 +201,47 @@ def task_environment(task: TaskInfo, framework_id: str, agent_id: str, sandbox: 
     return env
 
 
+def after_switch(name: str, value: str) -> bool:
+    """Whether ``name=value`` must stay out of every root process's environment: a loader-sensitive
+    variable (``AFTER_SWITCH_NAMES``/``_PREFIXES``), unless it is exactly what the agent itself runs with
+    (its own ``LANG``, which ``task_environment`` passes on: no risk the agent does not take already)."""
+    return (name in AFTER_SWITCH_NAMES or name.startswith(AFTER_SWITCH_PREFIXES)) and os.environ.get(name) != value
+
+
+def split_environment(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(variables ``SWITCH_USER`` sources as root, variables ``env`` applies after the switch). Raises
+    ``ValueError`` for a name the shell cannot export."""
+    before: dict[str, str] = {}
+    after: dict[str, str] = {}
+    for name, value in env.items():
+        if not _SHELL_NAME.fullmatch(name):
+            raise ValueError(f"environment variable {name[:64]!r} is not a valid name for a task run as another "
+                             "user (letters, digits and '_', not starting with a digit)")
+        (after if after_switch(name, value) else before)[name] = value
+    return before, after
+
+
+def environment_script(env: dict[str, str]) -> bytes:
+    """``export NAME='value'`` lines (``shlex.quote``), what ``SWITCH_USER`` sources as root: values are
+    only ever single-quoted literals, whatever they hold (quotes, newlines, ``$(...)``, backticks)."""
+    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items()).encode(
+        "utf-8", "surrogateescape")
+
+
+def switch_argv(user: TaskUser, after: dict[str, str], argv: list[str]) -> list[str]:
+    """What ``SWITCH_USER`` execs: ``setpriv`` to the user, then ``env`` with the loader settings, if any,
+    then the task."""
+    groups = ["--groups=" + ",".join(map(str, user.groups))] if user.groups else ["--clear-groups"]
+    run = [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", *groups, "--inh-caps=-all", "--"]
+    if after:
+        if "=" in argv[0]:  # env would take the program for one more NAME=VALUE
+            argv = ["/bin/sh", "-c", 'exec "$@"', "bmesos-exec", *argv]
+        run += [ENV, "--", *(f"{name}={value}" for name, value in after.items())]
+    return run + argv
+
+
 def encode_environment(env: dict[str, str]) -> bytes:
-    """``NAME=value`` entries separated by NUL (what ``SWITCH_USER`` reads)."""
+    """``NAME=value`` entries separated by NUL."""
     return b"\0".join(os.fsencode(f"{name}={value}") for name, value in env.items())
 
 
@@ -284,6 +324,9 @@ class CommandExecutor:
         isolator = isolator or NoIsolation()
         if not self.users.is_root and not isinstance(isolator, NoIsolation):
             raise ValueError("only an agent running as root can put its tasks in containers")
+        if self.users.is_root and not os.access(SETPRIV, os.X_OK):
+            raise ValueError(f"an agent running as root starts its tasks through {SETPRIV} (util-linux), which is "
+                             "missing")
         self.containers = Containers(isolator, agent_id)
         checkpoint.prepare_work_dir(work_dir)
         self.users.log_policy(agent_id)
@@ -324,23 +367,30 @@ class CommandExecutor:
 
     def _spawn(self, key: TaskKey, meta: Path, user: TaskUser, env: dict[str, str], argv: list[str],
                cgroups: tuple[str, ...]) -> subprocess.Popen[bytes]:
+        stdin: int = subprocess.DEVNULL
         if user.switch:  # the task's environment goes through a root-only file, never the supervisor's
-            env_file = meta / checkpoint.TASK_ENV_FILE
-            checkpoint.write_atomically(env_file, encode_environment(env))
-            run = [sys.executable, "-I", "-S", "-c", SWITCH_USER, str(env_file), str(user.uid), str(user.gid),
-                   ",".join(map(str, user.groups)), *cgroups, "--", *argv]
+            before, after = split_environment(env)
+            run = ["/bin/sh", "-c", SWITCH_USER, "bmesos-switch", *cgroups, "--", *switch_argv(user, after, argv)]
             supervisor_env = {"PATH": SAFE_PATH}
+            stdin = _private_tempfile(meta / checkpoint.TASK_ENV_FILE, environment_script(before))
         else:
             run, supervisor_env = argv, env
-        sandbox = open_sandbox(self.work_dir, *key, owner=(user.uid, user.gid) if user.switch else None)
+        try:
+            sandbox = open_sandbox(self.work_dir, *key, owner=(user.uid, user.gid) if user.switch else None)
+        except BaseException:
+            if stdin != subprocess.DEVNULL:
+                os.close(stdin)
+            raise
         supervised = ["/bin/sh", "-c", SUPERVISOR, "bmesos-supervise", str(meta / checkpoint.EXIT_STATUS_FILE),
                       *run]
         try:
-            return subprocess.Popen(supervised, cwd=sandbox.path, env=supervisor_env, stdin=subprocess.DEVNULL,
+            return subprocess.Popen(supervised, cwd=sandbox.path, env=supervisor_env, stdin=stdin,
                                     stdout=sandbox.stdout, stderr=sandbox.stderr, close_fds=True,
                                     start_new_session=True)
         finally:
             sandbox.close()
+            if stdin != subprocess.DEVNULL:
+                os.close(stdin)
 
     def adopt(self, key: TaskKey, pid: int, start_time: str | None) -> None:
         self._adopted[key] = _Adopted(pid, start_time, checkpoint.task_meta_dir(self.work_dir, *key))
@@ -392,6 +442,23 @@ class CommandExecutor:
 
     def release(self, key: TaskKey) -> Limitation | None:
         return self.containers.release(key, checkpoint.task_meta_dir(self.work_dir, *key))
+
+
+def _private_tempfile(path: Path, data: bytes) -> int:
+    """``data`` in a new file at ``path`` (mode 0600), unlinked at once: a descriptor on it, at its start."""
+    path.unlink(missing_ok=True)  # a leftover of an agent killed mid-launch
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 checkpoint.PRIVATE_FILE_MODE)
+    try:
+        os.unlink(path)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _check_program(program: str, search_path: str, cwd: Path) -> None:

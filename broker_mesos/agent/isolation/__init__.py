@@ -3,7 +3,7 @@
 One interface, three implementations: ``cgroups-v1`` (``v1.py``), ``cgroups-v2`` (``v2.py``) and
 ``none`` (``none.py``: tasks share the machine freely). An ``Isolator`` makes one ``Container`` per task
 (``create``) before the task is spawned; the task joins it itself, as root, before it drops to its user
-and execs (``Container.procs_files``, written by the executor's ``SWITCH_USER``), so nothing of the
+and execs (``Container.procs_files``, written by the executor's switch step), so nothing of the
 task ever runs outside it, while the task's supervisor stays outside (it outlives an OOM kill of the
 task and records how the task ended). When the task ends the executor asks whether the kernel's OOM
 killer struck in it (``memory_limit_reached``), kills whatever is left in it (``kill_all``) and removes
