@@ -8,99 +8,35 @@ it cannot create its cgroups (its warning is the skip reason).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shlex
 import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pika
 import pytest
 
 from broker_mesos.agent.checkpoint import kill_checkpointed_tasks
 from broker_mesos.agent.container_limits import parse_proc_cgroup
 from broker_mesos.agent.isolation import cgroupfs, own_cgroups
 from broker_mesos.agent.isolation.layout import agent_subtree, task_subpath
-from broker_mesos.bus import topology
-from broker_mesos.core import codec
 from broker_mesos.core.agent_state import REASON_CONTAINER_LIMITATION_MEMORY
-from broker_mesos.core.protocol import CommandInfo, KillTasks, RunTasks, TaskInfo, TaskState, TaskStatus
+from broker_mesos.core.protocol import CommandInfo, TaskInfo, TaskState
 from broker_mesos.core.resources import Resources
+from broker_mesos.testing.fake_master import FakeMaster
 from broker_mesos.testing.processes import Proc, ProcessGroup
 from broker_mesos.testing.wait import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroup isolation needs an agent running as root")
 
-MSGPACK = pika.BasicProperties(content_type="application/msgpack", delivery_mode=2)
 RESOURCES = "cpus:2;mem:1024;disk:100;ports:[31000-31010]"
 FW = "fw1"
 PYTHON = "/usr/bin/python3"  # on the tasks' PATH (they run as nobody, with a fixed PATH)
 ALLOCATE_256_MB = f"{PYTHON} -c 'b = bytearray(256 * 2**20)'"
 FORK_BOMB = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
-
-
-class FakeMaster:
-    """Sends RUN_TASKS / KILL_TASKS and reads STATUS, over a blocking pika connection of the test's own."""
-
-    def __init__(self, url: str) -> None:
-        self.conn = pika.BlockingConnection(pika.URLParameters(url))
-        self.ch = self.conn.channel()
-        for ex in topology.EXCHANGES:
-            self.ch.exchange_declare(ex.name, ex.type, durable=True)
-        self.status_q = self.ch.queue_declare("", exclusive=True).method.queue
-        self.ch.queue_bind(self.status_q, topology.STATUS, routing_key="#")
-        self.statuses: list[TaskStatus] = []
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def poll(self) -> None:
-        while True:
-            method, _props, body = self.ch.basic_get(self.status_q, auto_ack=True)
-            if method is None:
-                return
-            self.statuses.extend(codec.decode(body).body.updates)
-
-    def states(self, task_id: str) -> list[TaskState]:
-        self.poll()
-        return [u.state for u in self.statuses if u.task_id == task_id]
-
-    def wait_state(self, task_id: str, state: TaskState, timeout: float = 20.0) -> TaskStatus:
-        def found() -> TaskStatus | None:
-            self.poll()
-            return next((u for u in self.statuses if u.task_id == task_id and u.state is state), None)
-
-        return wait_for(found, timeout, f"{task_id} to reach {state.value} (seen: {self.states(task_id)})")
-
-    def run(self, agent_id: str, *tasks: TaskInfo) -> None:
-        self._send(agent_id, RunTasks(FW, [dataclasses.replace(t, agent_id=agent_id) for t in tasks]))
-
-    def kill(self, agent_id: str, *task_ids: str) -> None:
-        self._send(agent_id, KillTasks(FW, list(task_ids)))
-
-    def _send(self, agent_id: str, body: RunTasks | KillTasks) -> None:
-        self.ch.basic_publish(topology.TASKS, agent_id, codec.encode(body, 0.0), MSGPACK)
-
-
-@pytest.fixture
-def master(broker_url: str) -> Iterator[FakeMaster]:
-    m = FakeMaster(broker_url)
-    yield m
-    m.close()
-
-
-@pytest.fixture(scope="module")
-def work_root() -> Iterator[Path]:
-    """Work dirs below /tmp, which tasks (user nobody) may pass through."""
-    root = Path(tempfile.mkdtemp(prefix="bmesos-cgroups-"))
-    os.chmod(root, 0o711)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass

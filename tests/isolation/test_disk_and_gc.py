@@ -7,32 +7,25 @@ checkpoint are removed after ``--sandbox-gc-delay``, a running task's stay.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pika
 import pytest
 
 from broker_mesos.agent import checkpoint
-from broker_mesos.agent.checkpoint import kill_checkpointed_tasks
 from broker_mesos.agent.sandbox import SandboxGC, disk_usage, sandbox_dir
-from broker_mesos.bus import topology
-from broker_mesos.core import codec
 from broker_mesos.core.agent_state import REASON_CONTAINER_LIMITATION_DISK, disk_limitation
-from broker_mesos.core.protocol import CommandInfo, RunTasks, TaskInfo, TaskState, TaskStatus
+from broker_mesos.core.protocol import CommandInfo, TaskInfo, TaskState
 from broker_mesos.core.resources import Resources
+from broker_mesos.testing.fake_master import FakeMaster
 from broker_mesos.testing.processes import Proc, ProcessGroup
 from broker_mesos.testing.wait import wait_for
 
 MB = 2**20
-MSGPACK = pika.BasicProperties(content_type="application/msgpack", delivery_mode=2)
 RESOURCES = "cpus:2;mem:512;disk:200;ports:[31000-31010]"
 FW = "fw1"
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the agent runs tasks as nobody: needs root")
@@ -156,62 +149,6 @@ def test_gc_with_no_min_free_never_reads_free_space(tmp_path: Path) -> None:
 
 
 # -- real agents -----------------------------------------------------------------------------------
-
-
-class FakeMaster:
-    """Sends RUN_TASKS and reads STATUS, over a blocking pika connection of the test's own."""
-
-    def __init__(self, url: str) -> None:
-        self.conn = pika.BlockingConnection(pika.URLParameters(url))
-        self.ch = self.conn.channel()
-        for ex in topology.EXCHANGES:
-            self.ch.exchange_declare(ex.name, ex.type, durable=True)
-        self.status_q = self.ch.queue_declare("", exclusive=True).method.queue
-        self.ch.queue_bind(self.status_q, topology.STATUS, routing_key="#")
-        self.statuses: list[TaskStatus] = []
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def poll(self) -> None:
-        while True:
-            method, _props, body = self.ch.basic_get(self.status_q, auto_ack=True)
-            if method is None:
-                return
-            self.statuses.extend(codec.decode(body).body.updates)
-
-    def states(self, task_id: str) -> list[TaskState]:
-        self.poll()
-        return [u.state for u in self.statuses if u.task_id == task_id]
-
-    def wait_state(self, task_id: str, state: TaskState, timeout: float = 20.0) -> TaskStatus:
-        def found() -> TaskStatus | None:
-            self.poll()
-            return next((u for u in self.statuses if u.task_id == task_id and u.state is state), None)
-
-        return wait_for(found, timeout, f"{task_id} to reach {state.value} (seen: {self.states(task_id)})")
-
-    def run(self, agent_id: str, *tasks: TaskInfo) -> None:
-        body = RunTasks(FW, [dataclasses.replace(t, agent_id=agent_id) for t in tasks])
-        self.ch.basic_publish(topology.TASKS, agent_id, codec.encode(body, 0.0), MSGPACK)
-
-
-@pytest.fixture
-def master(broker_url: str) -> Iterator[FakeMaster]:
-    m = FakeMaster(broker_url)
-    yield m
-    m.close()
-
-
-@pytest.fixture(scope="module")
-def work_root() -> Iterator[Path]:
-    """Work dirs below /tmp, which tasks (user nobody) may pass through (pytest's tmp_path is 0700)."""
-    root = Path(tempfile.mkdtemp(prefix="bmesos-disk-"))
-    os.chmod(root, 0o711)
-    yield root
-    for work in root.iterdir():
-        kill_checkpointed_tasks(work)
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def start_agent(procs: ProcessGroup, broker_url: str, work_dir: Path, agent_id: str, *args: str) -> Proc:

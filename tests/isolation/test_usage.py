@@ -4,31 +4,24 @@ and another's growing CPU time — without isolation, and in cgroups where the a
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 
 from broker_mesos.agent import usage as usage_mod
 from broker_mesos.agent.sandbox import sandbox_dir
 from broker_mesos.agent.usage import UsageSampler, process_trees, tree_usage
-from broker_mesos.bus import topology
-from broker_mesos.core import codec
-from broker_mesos.core.protocol import AgentTask, CommandInfo, Heartbeat, RunTasks, TaskInfo, Usage
+from broker_mesos.core.protocol import AgentTask, CommandInfo, TaskInfo, Usage
 from broker_mesos.core.resources import Resources
+from broker_mesos.testing.fake_master import FakeMaster
 from broker_mesos.testing.processes import Proc, ProcessGroup
 from broker_mesos.testing.wait import wait_for
 
-MSGPACK = pika.BasicProperties(content_type="application/msgpack", delivery_mode=2)
 FW = "fw1"
 PYTHON = "/usr/bin/python3"  # on the tasks' PATH (they run as nobody, with a fixed PATH)
 HOLD_100_MB = f'{PYTHON} -c "b = bytearray(100 * 2**20); import time; time.sleep(60)"'
@@ -148,49 +141,6 @@ def test_the_sampler_forgets_ended_tasks(tmp_path: Path) -> None:
 
 
 # -- a real agent ------------------------------------------------------------------------------------
-
-
-class FakeMaster:
-    """Reads HEARTBEATs and sends RUN_TASKS, over a blocking pika connection of the test's own."""
-
-    def __init__(self, url: str) -> None:
-        self.conn = pika.BlockingConnection(pika.URLParameters(url))
-        self.ch = self.conn.channel()
-        for ex in topology.EXCHANGES:
-            self.ch.exchange_declare(ex.name, ex.type, durable=True)
-        self.agents_q = self.ch.queue_declare("", exclusive=True).method.queue
-        self.ch.queue_bind(self.agents_q, topology.AGENT_REGISTER, routing_key=topology.KEY_HEARTBEAT)
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def latest_heartbeat(self) -> Heartbeat | None:
-        latest = None
-        while True:
-            method, _props, body = self.ch.basic_get(self.agents_q, auto_ack=True)
-            if method is None:
-                return latest
-            latest = codec.decode(body).body
-
-    def run(self, agent_id: str, *tasks: TaskInfo) -> None:
-        body = RunTasks(FW, [dataclasses.replace(t, agent_id=agent_id) for t in tasks])
-        self.ch.basic_publish(topology.TASKS, agent_id, codec.encode(body, 0.0), MSGPACK)
-
-
-@pytest.fixture
-def master(broker_url: str) -> Iterator[FakeMaster]:
-    m = FakeMaster(broker_url)
-    yield m
-    m.close()
-
-
-@pytest.fixture(scope="module")
-def work_root() -> Iterator[Path]:
-    """Work dirs below /tmp, which tasks (user nobody, on an agent running as root) may pass through."""
-    root = Path(tempfile.mkdtemp(prefix="bmesos-usage-"))
-    os.chmod(root, 0o711)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def _start_agent(procs: ProcessGroup, url: str, work: Path, agent_id: str, isolation: str) -> Proc:

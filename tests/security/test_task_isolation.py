@@ -8,83 +8,33 @@ its sandbox.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pwd
 import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 
 from broker_mesos.agent.checkpoint import kill_checkpointed_tasks
-from broker_mesos.bus import topology
-from broker_mesos.core import codec
-from broker_mesos.core.protocol import CommandInfo, RunTasks, TaskInfo, TaskState, TaskStatus
+from broker_mesos.core.protocol import CommandInfo, TaskInfo, TaskState
 from broker_mesos.core.resources import Resources
+from broker_mesos.testing.fake_master import FakeMaster
 from broker_mesos.testing.processes import Proc, ProcessGroup
 from broker_mesos.testing.wait import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None,
                                 reason="needs root and useradd (tasks switch users)")
 
-MSGPACK = pika.BasicProperties(content_type="application/msgpack", delivery_mode=2)
 RESOURCES = "cpus:2;mem:512;disk:100;ports:[31000-31010]"
 FW = "fw1"
 USERS = ("bmtest1", "bmtest2")
 CREDENTIAL = "hunter2-not-for-tasks"
 SHELL_VARIABLES = {"PWD", "OLDPWD", "SHLVL", "_"}  # what /bin/sh itself may export
-
-
-class FakeMaster:
-    """Sends RUN_TASKS and reads STATUS, over a blocking pika connection of the test's own."""
-
-    def __init__(self, url: str) -> None:
-        self.conn = pika.BlockingConnection(pika.URLParameters(url))
-        self.ch = self.conn.channel()
-        for ex in topology.EXCHANGES:
-            self.ch.exchange_declare(ex.name, ex.type, durable=True)
-        self.status_q = self.ch.queue_declare("", exclusive=True).method.queue
-        self.ch.queue_bind(self.status_q, topology.STATUS, routing_key="#")
-        self.statuses: list[TaskStatus] = []
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def poll(self) -> None:
-        while True:
-            method, _props, body = self.ch.basic_get(self.status_q, auto_ack=True)
-            if method is None:
-                return
-            self.statuses.extend(codec.decode(body).body.updates)
-
-    def states(self, task_id: str) -> list[TaskState]:
-        self.poll()
-        return [u.state for u in self.statuses if u.task_id == task_id]
-
-    def wait_state(self, task_id: str, state: TaskState, timeout: float = 15.0) -> TaskStatus:
-        def found() -> TaskStatus | None:
-            self.poll()
-            return next((u for u in self.statuses if u.task_id == task_id and u.state is state), None)
-
-        return wait_for(found, timeout, f"{task_id} to reach {state.value} (seen: {self.states(task_id)})")
-
-    def run(self, agent_id: str, *tasks: TaskInfo) -> None:
-        body = RunTasks(FW, [dataclasses.replace(t, agent_id=agent_id) for t in tasks])
-        self.ch.basic_publish(topology.TASKS, agent_id, codec.encode(body, 0.0), MSGPACK)
-
-
-@pytest.fixture
-def master(broker_url: str) -> Iterator[FakeMaster]:
-    m = FakeMaster(broker_url)
-    yield m
-    m.close()
 
 
 @pytest.fixture(scope="module")
@@ -102,16 +52,6 @@ def users() -> Iterator[dict[str, pwd.struct_passwd]]:
     finally:
         for name in USERS:
             remove(name)
-
-
-@pytest.fixture(scope="module")
-def work_root() -> Iterator[Path]:
-    """Work dirs below /tmp (which every user may pass through, unlike pytest's 0700 tmp_path), so tasks
-    reach their sandboxes by path; removed after the module, once every agent and task is gone."""
-    root = Path(tempfile.mkdtemp(prefix="bmesos-isolation-"))
-    os.chmod(root, 0o711)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def start_agent(procs: ProcessGroup, broker_url: str, work_dir: Path, agent_id: str, *args: str,
