@@ -6,6 +6,7 @@ connection of the test's own, with no master process in between. Only for cluste
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -33,30 +34,46 @@ class FakeMaster:
             self.ch.queue_bind(self.agents_q, topology.AGENT_REGISTER, routing_key=key)
         self.status_q = self.ch.queue_declare("", exclusive=True).method.queue
         self.ch.queue_bind(self.status_q, topology.STATUS, routing_key="#")
-        self.agent_msgs: list[Any] = []
+        self.agent_msgs: list[tuple[str, Any]] = []  # (routing key, body) of REGISTER / HEARTBEAT
         self.statuses: list[TaskStatus] = []
+        self.status_keys: list[str] = []  # the routing key of each STATUS message, in arrival order
+        self._key_of: dict[str, str] = {}  # update uuid -> the routing key it came with
 
     def close(self) -> None:
         self.conn.close()
 
-    def _drain(self, queue: str) -> list[Any]:
-        bodies = []
+    def _drain(self, queue: str) -> list[tuple[str, Any]]:
+        got = []
         while True:
             method, _props, body = self.ch.basic_get(queue, auto_ack=True)
             if method is None:
-                return bodies
-            bodies.append(codec.decode(body).body)
+                return got
+            got.append((method.routing_key, codec.decode(body).body))
 
     def poll(self) -> None:
         self.agent_msgs.extend(self._drain(self.agents_q))
-        for status in self._drain(self.status_q):
+        for key, status in self._drain(self.status_q):
+            self.status_keys.append(key)
             self.statuses.extend(status.updates)
+            self._key_of.update((u.uuid, key) for u in status.updates)
+
+    def routing_key(self, status: TaskStatus) -> str:
+        """The routing key ``status`` arrived with."""
+        return self._key_of[status.uuid]
 
     def latest_heartbeat(self) -> Heartbeat | None:
         """The newest HEARTBEAT that arrived since the last call, if any."""
         new = self._drain(self.agents_q)
         self.agent_msgs.extend(new)
-        return next((b for b in reversed(new) if isinstance(b, Heartbeat)), None)
+        return next((b for _key, b in reversed(new) if isinstance(b, Heartbeat)), None)
+
+    def wait_agent_message(self, cls: type, pred: Callable[[Any], bool] = lambda _b: True,
+                           timeout: float = 15.0) -> Any:
+        def found() -> Any:
+            self.poll()
+            return next((b for _k, b in self.agent_msgs if isinstance(b, cls) and pred(b)), None)
+
+        return wait_for(found, timeout, f"a {cls.__name__} message")
 
     def states(self, task_id: str) -> list[TaskState]:
         self.poll()
@@ -70,11 +87,16 @@ class FakeMaster:
         return wait_for(found, timeout, f"{task_id} to reach {state.value} (seen: {self.states(task_id)})")
 
     def run(self, agent_id: str, *tasks: TaskInfo) -> None:
-        """Launch ``tasks`` on ``agent_id`` (their agent ids are set to it: agents refuse others' tasks)."""
-        self.send(agent_id, RunTasks(self.framework_id, [dataclasses.replace(t, agent_id=agent_id) for t in tasks]))
+        self.send(agent_id, RunTasks(self.framework_id, list(tasks)))
 
     def kill(self, agent_id: str, *task_ids: str) -> None:
         self.send(agent_id, KillTasks(self.framework_id, list(task_ids)))
 
     def send(self, agent_id: str, body: Any) -> None:
-        self.ch.basic_publish(topology.TASKS, agent_id, codec.encode(body, 0.0), PERSISTENT_MSGPACK)
+        """Publish ``body`` to ``agent_id``; a RUN_TASKS' tasks are placed on it (agents refuse others')."""
+        if isinstance(body, RunTasks):
+            body = RunTasks(body.framework_id, [dataclasses.replace(t, agent_id=agent_id) for t in body.tasks])
+        self.send_raw(agent_id, codec.encode(body, 0.0))
+
+    def send_raw(self, agent_id: str, raw: bytes) -> None:
+        self.ch.basic_publish(topology.TASKS, agent_id, raw, PERSISTENT_MSGPACK)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from broker_mesos.core.protocol import (
     TaskStatus,
 )
 from broker_mesos.core.resources import Resources
+from broker_mesos.testing.fake_master import FakeMaster
 from broker_mesos.testing.processes import Proc, ProcessGroup
 from broker_mesos.testing.rabbit import RabbitNode, free_port
 from broker_mesos.testing.wait import wait_for
@@ -36,80 +35,6 @@ MSGPACK = pika.BasicProperties(content_type="application/msgpack", delivery_mode
 
 RESOURCES = "cpus:2;mem:512;disk:100;ports:[31000-31010]"
 FW = "fw1"
-
-
-@dataclass
-class Received:
-    routing_key: str
-    update: TaskStatus
-
-
-class FakeMaster:
-    """What the master would see and send, over a blocking pika connection of the test's own."""
-
-    def __init__(self, url: str) -> None:
-        self.conn = pika.BlockingConnection(pika.URLParameters(url))
-        self.ch = self.conn.channel()
-        for ex in topology.EXCHANGES:
-            self.ch.exchange_declare(ex.name, ex.type, durable=True)
-        self.agents_q = self.ch.queue_declare("", exclusive=True).method.queue
-        for key in (topology.KEY_REGISTER, topology.KEY_HEARTBEAT):
-            self.ch.queue_bind(self.agents_q, topology.AGENT_REGISTER, routing_key=key)
-        self.status_q = self.ch.queue_declare("", exclusive=True).method.queue
-        self.ch.queue_bind(self.status_q, topology.STATUS, routing_key="#")
-        self.agent_msgs: list[tuple[str, Any]] = []
-        self.statuses: list[Received] = []
-        self.status_messages: list[str] = []
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def poll(self) -> None:
-        while True:
-            method, _props, body = self.ch.basic_get(self.agents_q, auto_ack=True)
-            if method is None:
-                break
-            self.agent_msgs.append((method.routing_key, codec.decode(body).body))
-        while True:
-            method, _props, body = self.ch.basic_get(self.status_q, auto_ack=True)
-            if method is None:
-                break
-            self.status_messages.append(method.routing_key)
-            for update in codec.decode(body).body.updates:
-                self.statuses.append(Received(method.routing_key, update))
-
-    def wait_agent_message(self, cls: type, pred: Any = lambda _b: True, timeout: float = 15.0) -> Any:
-        def found() -> Any:
-            self.poll()
-            return next((b for _k, b in self.agent_msgs if isinstance(b, cls) and pred(b)), None)
-
-        return wait_for(found, timeout, f"a {cls.__name__} message")
-
-    def states(self, task_id: str) -> list[TaskState]:
-        self.poll()
-        return [r.update.state for r in self.statuses if r.update.task_id == task_id]
-
-    def wait_state(self, task_id: str, state: TaskState, timeout: float = 15.0) -> Received:
-        def found() -> Received | None:
-            self.poll()
-            return next((r for r in self.statuses if r.update.task_id == task_id and r.update.state is state), None)
-
-        return wait_for(found, timeout, f"{task_id} to reach {state.value} (seen: {self.states(task_id)})")
-
-    def send(self, agent_id: str, body: Any) -> None:
-        if isinstance(body, RunTasks):  # an agent refuses tasks placed on another agent
-            body = RunTasks(body.framework_id, [dataclasses.replace(t, agent_id=agent_id) for t in body.tasks])
-        self.send_raw(agent_id, codec.encode(body, 0.0))
-
-    def send_raw(self, agent_id: str, raw: bytes) -> None:
-        self.ch.basic_publish(topology.TASKS, agent_id, raw, MSGPACK)
-
-
-@pytest.fixture
-def master(broker_url: str) -> Iterator[FakeMaster]:
-    m = FakeMaster(broker_url)
-    yield m
-    m.close()
 
 
 def start_agent(procs: ProcessGroup, broker_url: str, work_dir: Path, agent_id: str, *args: str,
@@ -153,13 +78,13 @@ def test_registers_and_runs_command_tasks(procs: ProcessGroup, broker_url: str, 
 
     ok = master.wait_state("t-ok", TaskState.FINISHED)
     assert master.states("t-ok") == [TaskState.STARTING, TaskState.RUNNING, TaskState.FINISHED]
-    assert ok.routing_key == "fw1.a1.TASK_FINISHED"
-    assert ok.update.exit_code == 0 and ok.update.source == "SOURCE_AGENT" and ok.update.agent_id == "a1"
+    assert master.routing_key(ok) == "fw1.a1.TASK_FINISHED"
+    assert ok.exit_code == 0 and ok.source == "SOURCE_AGENT" and ok.agent_id == "a1"
 
-    failed = master.wait_state("t-fail", TaskState.FAILED).update
+    failed = master.wait_state("t-fail", TaskState.FAILED)
     assert failed.exit_code == 3 and failed.message == "exited with 3"
 
-    missing = master.wait_state("t-missing", TaskState.FAILED).update
+    missing = master.wait_state("t-missing", TaskState.FAILED)
     assert "No such file" in missing.message
     assert master.states("t-missing") == [TaskState.STARTING, TaskState.FAILED]
 
@@ -172,10 +97,10 @@ def test_registers_and_runs_command_tasks(procs: ProcessGroup, broker_url: str, 
     assert (sandbox / "t-argv" / "stdout").read_text() == "argv\n"
     assert (sandbox / "t-env" / "stdout").read_text().strip() == str(sandbox / "t-env")
 
-    uuids = [r.update.uuid for r in master.statuses]
+    uuids = [u.uuid for u in master.statuses]
     assert len(uuids) == len(set(uuids))
-    for r in master.statuses:
-        assert r.routing_key == topology.status_key(r.update.framework_id, r.update.agent_id, r.update.state)
+    for u in master.statuses:
+        assert master.routing_key(u) == topology.status_key(u.framework_id, u.agent_id, u.state)
 
     master.wait_agent_message(Heartbeat, lambda b: b.agent_id == "a1" and b.heartbeat_interval == 0.2)
 
@@ -193,7 +118,7 @@ def test_kill_task_and_kill_grace(procs: ProcessGroup, broker_url: str, master: 
     assert all(t.framework_id == FW for t in hb.tasks)
 
     master.send("a2", KillTasks(FW, ["t-sleep", "t-unknown"]))
-    killed = master.wait_state("t-sleep", TaskState.KILLED, timeout=10).update
+    killed = master.wait_state("t-sleep", TaskState.KILLED, timeout=10)
     assert killed.message.startswith("killed on request")
     proc.wait_output(r"kill of unknown or finished task=t-unknown")
     assert master.states("t-stubborn") == [TaskState.STARTING, TaskState.RUNNING]
@@ -201,7 +126,7 @@ def test_kill_task_and_kill_grace(procs: ProcessGroup, broker_url: str, master: 
     wait_for(lambda: (work / "frameworks" / FW / "tasks" / "t-stubborn" / "trapped").exists(), 10,
              "t-stubborn to ignore SIGTERM")
     master.send("a2", KillTasks(FW, ["t-stubborn"]))
-    stubborn = master.wait_state("t-stubborn", TaskState.KILLED, timeout=10).update
+    stubborn = master.wait_state("t-stubborn", TaskState.KILLED, timeout=10)
     assert stubborn.exit_code == 128 + signal.SIGKILL
     proc.wait_output(r"task=t-stubborn framework=fw1 outlived its kill grace")
 
@@ -215,10 +140,10 @@ def test_noop_executor_batches_and_ignores_redelivery(procs: ProcessGroup, broke
 
     def finished() -> int:
         master.poll()
-        return sum(r.update.state is TaskState.FINISHED for r in master.statuses)
+        return sum(u.state is TaskState.FINISHED for u in master.statuses)
 
     wait_for(lambda: finished() == 200, 15, "200 noop tasks to finish")
-    assert master.status_messages.count("fw1.a3.TASK_FINISHED") == 1  # one STATUS for all 200
+    assert master.status_keys.count("fw1.a3.TASK_FINISHED") == 1  # one STATUS for all 200
     assert master.states("n7") == [TaskState.STARTING, TaskState.RUNNING, TaskState.FINISHED]
     assert not (work / "frameworks").exists()  # noop never touches the disk
 
@@ -263,7 +188,7 @@ def test_sigterm_with_kill_on_stop_kills_tasks_and_exits_zero(procs: ProcessGrou
     master.wait_state("t-long", TaskState.RUNNING)
     proc.signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
-    assert master.wait_state("t-long", TaskState.KILLED).update.exit_code == 128 + signal.SIGTERM
+    assert master.wait_state("t-long", TaskState.KILLED).exit_code == 128 + signal.SIGTERM
     assert "agent a5 stopped" in proc.output()
 
 
@@ -359,8 +284,8 @@ def test_same_task_id_in_two_frameworks(procs: ProcessGroup, broker_url: str, ma
     def final(fw: str, task_id: str) -> TaskStatus:
         def found() -> TaskStatus | None:
             master.poll()
-            return next((r.update for r in master.statuses if r.update.framework_id == fw
-                         and r.update.task_id == task_id and r.update.state.terminal), None)
+            return next((u for u in master.statuses if u.framework_id == fw
+                         and u.task_id == task_id and u.state.terminal), None)
 
         return wait_for(found, 15, f"{fw}/{task_id} to end")
 
@@ -410,20 +335,20 @@ def test_stopped_agent_leaves_tasks_running_and_its_restart_takes_them_back(
         registers = [b for _k, b in master.agent_msgs if isinstance(b, Register)]
         assert [sorted(t.task_id for t in r.tasks) for r in registers] == [[], ["t-long"]]
         assert registers[1].tasks[0].state is TaskState.RUNNING
-        gone = master.wait_state("t-gone", TaskState.FAILED).update
+        gone = master.wait_state("t-gone", TaskState.FAILED)
         assert (gone.exit_code, gone.message) == (5, "exited with 5")
-        killed = master.wait_state("t-killed", TaskState.FAILED).update
+        killed = master.wait_state("t-killed", TaskState.FAILED)
         assert killed.exit_code is None and killed.reason == "REASON_EXECUTOR_TERMINATED"
 
         master.send("a10", RunTasks(FW, [shell("t-long", "true"), shell("t-gone", "true")]))  # redeliveries
         second.wait_output(r"task=t-gone framework=fw1 already known; ignored")
         (sandbox / "t-long" / "go").touch()
-        long_ = master.wait_state("t-long", TaskState.FAILED).update
+        long_ = master.wait_state("t-long", TaskState.FAILED)
         assert long_.exit_code == 7
         for task_id in ("t-long", "t-gone", "t-killed"):
             states = master.states(task_id)
             assert states[:2] == [TaskState.STARTING, TaskState.RUNNING] and len(states) == 3, states
-        uuids = [r.update.uuid for r in master.statuses]
+        uuids = [u.uuid for u in master.statuses]
         assert len(uuids) == len(set(uuids))
     finally:
         kill_checkpointed_tasks(work)
