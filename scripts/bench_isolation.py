@@ -4,7 +4,9 @@
 
 1. Real-process launch throughput (`bmesos agent --executor command`, `true` tasks) with
    `--isolation cgroups` and `--isolation none`, beside plain `subprocess.Popen` of the same command in the
-   same run (the fork/exec limit): tasks/s and the ratios.
+   same run (the fork/exec limit): tasks/s and the ratios; and the floor of a user switch alone (plain
+   Popen of `true` through `setpriv`, through Popen's own `user=`, and through the agent's whole
+   supervisor + switch chain), so the agent's own cost can be told from the processes it must start.
 2. CPU shares: on one saturated agent (two CPU-bound tasks of 2 spinning processes each on this
    machine's cores), tasks with `cpus:1` and `cpus:3` (cgroups, no hard cap): the CPU seconds each got
    and their ratio (Mesos' cpu.shares: close to 1:3).
@@ -15,6 +17,7 @@ Needs root (cgroups) and Debian's rabbitmq-server; starts its own RabbitMQ node.
 from __future__ import annotations
 
 import argparse
+import pwd
 import subprocess
 import sys
 import tempfile
@@ -25,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_launch import run_launch
 
+from broker_mesos.agent.executor import SETPRIV, SUPERVISOR
 from broker_mesos.core.protocol import Offer, TaskStatus
 from broker_mesos.core.resources import Resources
 from broker_mesos.framework.driver import SchedulerDriver, task
@@ -43,12 +47,29 @@ SPIN = ("import os, time, sys\n"
         "print(f'cpu {t.children_user + t.children_system:.3f}', flush=True)\n")
 
 
-def popen_rate(count: int) -> float:
-    """`true` processes per second, started and reaped one after another by plain subprocess.Popen."""
+def popen_rate(count: int, argv: tuple[str, ...] = ("true",), **popen: object) -> float:
+    """Processes per second, started and reaped one after another by plain subprocess.Popen."""
     started = time.perf_counter()
     for _ in range(count):
-        subprocess.Popen(["true"]).wait()
+        subprocess.Popen(list(argv), **popen).wait()  # type: ignore[call-overload]
     return count / (time.perf_counter() - started)
+
+
+def switch_floor(count: int) -> dict[str, float]:
+    """What starting a task as another user costs before the agent does anything (needs root): the same
+    `true`, (a) through `setpriv` (the exec that drops to the task's user; vfork still applies), (b) through
+    Popen's own `user=`/`group=`/`extra_groups=` (no exec more, but Python then forks instead of vforking),
+    (c) the whole chain an agent spawns today (supervisor `/bin/sh`, switch `/bin/sh`, `setpriv`)."""
+    nobody = pwd.getpwnam("nobody")
+    setpriv = (SETPRIV, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", "--inh-caps=-all",
+               "--", "true")
+    return {
+        "setpriv": popen_rate(count, setpriv, start_new_session=True),
+        "popen_user": popen_rate(count, ("true",), user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
+                                 start_new_session=True),
+        "chain": popen_rate(count, ("/bin/sh", "-c", SUPERVISOR, "bmesos-supervise", "/dev/null", "/bin/sh", "-c",
+                                    'exec "$@"', "bmesos-switch", *setpriv), start_new_session=True),
+    }
 
 
 class TwoSpinners(Scheduler):
@@ -104,6 +125,8 @@ def main() -> int:
         try:
             base = popen_rate(args.tasks)
             print(f"plain Popen: {base:,.0f} processes/s", flush=True)
+            for what, rate in switch_floor(args.tasks).items():
+                print(f"floor {what:>10}: {rate:,.0f} processes/s ({rate / base:.2f}x Popen)", flush=True)
             for mode in ("none", "cgroups"):
                 launch_dir = Path(tempfile.mkdtemp(prefix=f"bmesos-iso-{mode}-", dir="/tmp"))
                 launch_dir.chmod(0o755)
