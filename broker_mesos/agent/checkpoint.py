@@ -13,6 +13,15 @@ Layout, under ``<work_dir>/meta/`` (task sandboxes stay where users look for the
         done                         present once the task's final update is in the status journal; its
                                      time is when the task ended: the sandbox GC removes the sandbox and
                                      this directory --sandbox-gc-delay later (or sooner, when space is short)
+    frameworks/<fw>/executors/<executor>/
+        executor                     its ExecutorInfo, token, user and uid (written before the spawn)
+        pid, exit_status, cgroup,    as for a task (the executor runs as the pseudo task
+        task_env, done               executor.<executor>; its sandbox is frameworks/<fw>/tasks/executor.<executor>)
+        subscribed                   present once it subscribed (so it had been sent its tasks)
+        shutdown                     present once the agent asked it to shut down
+
+An executor's tasks are checkpointed like other tasks (their ``task`` names the executor) but have no
+``pid``: they run inside the executor.
 
 Files are replaced atomically (write a temporary file, then rename), so a crash never leaves a
 half-written one behind. Nothing is fsynced: the fault model is a process dying, not the machine
@@ -38,8 +47,9 @@ from pathlib import Path
 import msgpack
 
 from broker_mesos.core import codec
+from broker_mesos.core.agent_executors import executor_id_of, executor_key
 from broker_mesos.core.errors import ProtocolError
-from broker_mesos.core.protocol import RunTasks, Status, TaskInfo, TaskStatus
+from broker_mesos.core.protocol import ExecutorInfo, RunTasks, Status, TaskInfo, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,10 @@ PID_FILE = "pid"
 EXIT_STATUS_FILE = "exit_status"
 KILL_FILE = "kill"
 DONE_FILE = "done"
+EXECUTORS_DIR = "executors"
+EXECUTOR_FILE = "executor"
+SHUTDOWN_FILE = "shutdown"
+SUBSCRIBED_FILE = "subscribed"
 WORK_DIR_MODE = 0o711
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -64,8 +78,16 @@ def meta_dir(work_dir: Path) -> Path:
 
 
 def task_meta_dir(work_dir: Path, framework_id: str, task_id: str) -> Path:
-    """Ids are protocol identifiers (``[A-Za-z0-9_-]``), so they are safe as path components."""
+    """Ids are protocol identifiers (``[A-Za-z0-9_-]``), so they are safe as path components. An
+    executor's pseudo task id (``core.agent_executors.executor_key``) maps to its executor's directory."""
+    executor_id = executor_id_of(task_id)
+    if executor_id is not None:
+        return executor_meta_dir(work_dir, framework_id, executor_id)
     return work_dir / META / "frameworks" / framework_id / "tasks" / task_id
+
+
+def executor_meta_dir(work_dir: Path, framework_id: str, executor_id: str) -> Path:
+    return work_dir / META / "frameworks" / framework_id / EXECUTORS_DIR / executor_id
 
 
 def prepare_work_dir(work_dir: Path) -> None:
@@ -225,6 +247,70 @@ def record_done(meta: Path) -> None:
         (meta / DONE_FILE).touch(mode=PRIVATE_FILE_MODE)
 
 
+@dataclass(frozen=True)
+class CheckpointedExecutor:
+    """One executor found in the checkpoint by a starting agent."""
+
+    framework_id: str
+    info: ExecutorInfo
+    token: str
+    user: str
+    uid: int
+    meta: Path
+    pid: int | None
+    start_time: str | None
+    shutdown: bool
+    done: bool
+    subscribed: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return executor_key(self.framework_id, self.info.executor_id)
+
+
+def record_executor(work_dir: Path, framework_id: str, info: ExecutorInfo, token: str, user: str, uid: int) -> Path:
+    """Checkpoint an executor before it is spawned (root-only, like everything in ``meta``); its meta dir."""
+    meta = executor_meta_dir(work_dir, framework_id, info.executor_id)
+    make_private_dirs(meta)
+    for name in (DONE_FILE, SHUTDOWN_FILE, PID_FILE, SUBSCRIBED_FILE):
+        (meta / name).unlink(missing_ok=True)
+    data = {"framework_id": framework_id, "info": codec.to_wire(info), "token": token, "user": user, "uid": uid}
+    write_atomically(meta / EXECUTOR_FILE, msgpack.packb(data, use_bin_type=True))
+    return meta
+
+
+def record_shutdown(meta: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (meta / SHUTDOWN_FILE).touch(mode=PRIVATE_FILE_MODE)
+
+
+def record_subscribed(meta: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (meta / SUBSCRIBED_FILE).touch(mode=PRIVATE_FILE_MODE)
+
+
+def scan_executors(work_dir: Path) -> list[CheckpointedExecutor]:
+    """Every checkpointed executor; unreadable records are logged and skipped."""
+    root = meta_dir(work_dir) / "frameworks"
+    found: list[CheckpointedExecutor] = []
+    for meta in sorted(root.glob(f"*/{EXECUTORS_DIR}/*")) if root.is_dir() else ():
+        try:
+            data = msgpack.unpackb((meta / EXECUTOR_FILE).read_bytes(), raw=False)
+            info = codec.decode_body(ExecutorInfo, data["info"], "executor")
+            framework_id, token, user, uid = data["framework_id"], data["token"], data["user"], data["uid"]
+            if not (isinstance(framework_id, str) and isinstance(token, str) and isinstance(user, str)
+                    and isinstance(uid, int)):
+                raise ProtocolError("bad field types")
+        except (OSError, ValueError, TypeError, KeyError, ProtocolError, msgpack.UnpackException) as exc:
+            log.error("executor checkpoint %s is unreadable (%s); ignored", meta, exc)
+            continue
+        pid, start_time = _read_pid(meta)
+        found.append(CheckpointedExecutor(framework_id, info, token, user, uid, meta, pid, start_time,
+                                          (meta / SHUTDOWN_FILE).exists(), (meta / DONE_FILE).exists(),
+                                          (meta / SUBSCRIBED_FILE).exists()))
+    return found
+
+
 def read_exit_status(meta: Path) -> str | None:
     try:
         return (meta / EXIT_STATUS_FILE).read_text()
@@ -285,6 +371,11 @@ def finished_tasks(work_dir: Path) -> list[tuple[float, str, str]]:
             found.append((done.stat().st_mtime, done.parent.parent.parent.name, done.parent.name))
         except OSError:
             continue
+    for done in root.glob(f"*/{EXECUTORS_DIR}/*/{DONE_FILE}") if root.is_dir() else ():
+        try:
+            found.append((done.stat().st_mtime, *executor_key(done.parent.parent.parent.name, done.parent.name)))
+        except OSError:
+            continue
     return found
 
 
@@ -314,10 +405,10 @@ def lock_work_dir(work_dir: Path) -> int | None:
 
 
 def kill_checkpointed_tasks(work_dir: Path) -> int:
-    """SIGKILL the process group of every checkpointed task still running (operators' and tests'
-    cleanup after stopping an agent for good); returns how many were killed."""
+    """SIGKILL the process group of every checkpointed task and executor still running (operators' and
+    tests' cleanup after stopping an agent for good); returns how many were killed."""
     killed = 0
-    for found in scan(work_dir):
+    for found in [*scan(work_dir), *scan_executors(work_dir)]:
         if found.pid is not None and process_alive(found.pid, found.start_time):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(found.pid, signal.SIGKILL)

@@ -37,6 +37,7 @@ from broker_mesos.agent.isolation import Isolator
 from broker_mesos.agent.isolation.containers import Containers
 from broker_mesos.agent.isolation.none import NoIsolation
 from broker_mesos.agent.sandbox import open_sandbox, sandbox_dir
+from broker_mesos.core.agent_executors import executor_id_of
 from broker_mesos.core.agent_state import Limitation, TaskKey, returncode_from_exit_status
 from broker_mesos.core.protocol import TaskInfo
 
@@ -192,8 +193,9 @@ def task_environment(task: TaskInfo, framework_id: str, agent_id: str, sandbox: 
     Nothing else of the agent's environment (its broker URL, credentials) ever reaches a task."""
     env = {"PATH": SAFE_PATH, "HOME": str(sandbox), "USER": user, "LOGNAME": user}
     env.update({name: os.environ[name] for name in INHERITED if name in os.environ})
-    env.update({ENV_TASK_ID: task.task_id, ENV_FRAMEWORK_ID: framework_id, ENV_AGENT_ID: agent_id,
-                ENV_SANDBOX: str(sandbox)})
+    if executor_id_of(task.task_id) is None:  # a framework executor runs many tasks: it has no task id
+        env[ENV_TASK_ID] = task.task_id
+    env.update({ENV_FRAMEWORK_ID: framework_id, ENV_AGENT_ID: agent_id, ENV_SANDBOX: str(sandbox)})
     env.update(task.command.environment)
     for name, value in env.items():
         if not name or "=" in name or "\0" in name or "\0" in value:

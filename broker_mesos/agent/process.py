@@ -5,7 +5,9 @@ loop turn, grouped into one STATUS message per routing key (``core.agent_state.g
 checkpointing on, each such flush is first written to the status journal (``agent.checkpoint``) and
 its file removed once the broker confirmed every message of it. A task message is acked only after
 the updates it caused have been published (and, by the bus, confirmed). Tasks are keyed by
-(framework_id, task_id). A restart with the same work dir recovers first (``agent.recovery``).
+(framework_id, task_id). A restart with the same work dir recovers first (``agent.recovery``). Tasks
+naming an ExecutorInfo run inside that framework executor (``agent.executors``), whose updates join the
+same path.
 Signals only set a flag: the shutdown itself runs on the loop (the 50 ms reaper tick notices it).
 """
 
@@ -26,7 +28,8 @@ from types import FrameType
 
 from broker_mesos.agent import checkpoint, recovery
 from broker_mesos.agent.checkpoint import Message, StatusJournal
-from broker_mesos.agent.executor import Executor, make_executor
+from broker_mesos.agent.executor import CommandExecutor, Executor, make_executor
+from broker_mesos.agent.executors import ExecutorManager, ExecutorTimeouts
 from broker_mesos.agent.isolation import make_isolator
 from broker_mesos.agent.isolation.limits import DEFAULT_PIDS_LIMIT, Policy
 from broker_mesos.agent.sandbox import SandboxGC, disk_usage, sandbox_dir
@@ -55,10 +58,12 @@ from broker_mesos.core.protocol import (
     KillTasks,
     Register,
     RunTasks,
+    ShutdownExecutors,
     Status,
     TaskInfo,
     TaskState,
     TaskStatus,
+    ToExecutor,
     Usage,
 )
 from broker_mesos.core.ratelimit import LogLimiter
@@ -96,6 +101,10 @@ class AgentConfig:
     disk_check_interval: float = 5.0  # seconds between measures of a task's sandbox against its disk (0: never)
     sandbox_gc_delay: float = 86400.0  # seconds a finished task's sandbox (and checkpoint) is kept
     sandbox_gc_min_free: float = 10.0  # percent free on the work dir's filesystem below which GC removes sooner
+    executor_idle_timeout: float = 10.0  # seconds a framework executor may have no task before it is shut down
+    executor_shutdown_grace: float = 5.0  # seconds between executor.SHUTDOWN and SIGKILL
+    executor_register_timeout: float = 60.0  # seconds a started executor has to subscribe
+    executor_reregister_timeout: float = 10.0  # seconds a re-attached executor has to subscribe again
 
 
 class Agent:
@@ -117,6 +126,14 @@ class Agent:
         self.executor: Executor = make_executor(config.executor, config.work_dir, config.agent_id,
                                                 config.task_user, config.allow_root_tasks, isolator)
         self.tasks = TaskTable()
+        # framework executors (tasks naming an ExecutorInfo): only with the command executor
+        self.executors: ExecutorManager | None = None
+        if isinstance(self.executor, CommandExecutor):
+            timeouts = ExecutorTimeouts(config.executor_idle_timeout, config.executor_shutdown_grace,
+                                        config.executor_register_timeout, config.executor_reregister_timeout,
+                                        config.kill_grace)
+            self.executors = ExecutorManager(self, bus, self.executor, config.work_dir, config.hostname, timeouts,
+                                             config.checkpoint)
         self.journal = StatusJournal(checkpoint.meta_dir(config.work_dir) / "status") if config.checkpoint else None
         self._checkpoint_tasks = config.checkpoint and config.executor != "noop"
         self._keep_tasks_on_stop = self._checkpoint_tasks and not config.kill_on_stop
@@ -145,6 +162,8 @@ class Agent:
         """Recover from the checkpoint, then consume the tasks queue, register on every connect, start timers."""
         if self.journal is not None:
             recovery.recover(self)
+        if self.executors is not None:
+            self.executors.start()
         self.bus.consume(topology.agent_tasks_queue(self.agent_id), self._on_delivery)
         self.bus.on_ready(self._register)
         self.bus.call_every(self.config.heartbeat_interval, self._heartbeat)
@@ -182,7 +201,10 @@ class Agent:
             log.info("agent %s stopping; killing %d running task(s)", self.agent_id, len(self.tasks))
             self._shutdown_deadline = time.monotonic() + self.config.kill_grace + SHUTDOWN_EXTRA
             for entry in self.tasks.active():
-                self._kill_task(entry)
+                if entry.task.executor is None or self.executors is None:
+                    self._kill_task(entry)
+            if self.executors is not None:  # their tasks end TASK_KILLED once they are reaped
+                self.executors.shutdown_all(min(self.config.kill_grace, self.config.executor_shutdown_grace))
         self._maybe_finish_shutdown()
 
     def kill(self) -> None:
@@ -195,6 +217,11 @@ class Agent:
                 self.executor.force_kill(entry.key)
             except Exception:  # kill must not raise
                 log.exception("agent %s: could not kill task=%s", self.agent_id, entry.task_id)
+        if self.executors is not None:
+            try:
+                self.executors.force_kill_all()
+            except Exception:  # kill must not raise
+                log.exception("agent %s: could not kill its executors", self.agent_id)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.request_stop()
@@ -211,7 +238,8 @@ class Agent:
         if self._disk_due or self._shutdown_deadline is not None:
             return
         self._disk_due.extend(e.key for e in self.tasks.active()
-                              if e.task.resources.scalar("disk") > 0 and e.key not in self._disk_limited)
+                              if e.task.resources.scalar("disk") > 0 and e.key not in self._disk_limited
+                              and e.task.executor is None)
 
     def _disk_tick(self) -> None:
         """Measure queued sandboxes for at most DISK_TICK_BUDGET seconds (at least one): thousands of
@@ -241,7 +269,8 @@ class Agent:
         tasks = self.tasks.agent_tasks()
         return cls(agent_id=self.agent_id, hostname=c.hostname, resources=c.resources, attributes=c.attributes,
                    tasks=tasks, heartbeat_interval=c.heartbeat_interval,
-                   usage=self._sample_usage(tasks) if cls is Heartbeat else None)
+                   usage=self._sample_usage(tasks) if cls is Heartbeat else None,
+                   executors=self.executors.agent_executors() if self.executors is not None else [])
 
     def _sample_usage(self, tasks: list[AgentTask]) -> Usage | None:
         """Each task's usage for a HEARTBEAT (``agent.usage``); None (absent) if sampling failed: a
@@ -286,7 +315,7 @@ class Agent:
                 elsewhere = [t.task_id for t in body.tasks if t.agent_id != self.agent_id]
                 if elsewhere:
                     raise ProtocolError(f"RUN_TASKS names tasks for another agent: {elsewhere[:5]}")
-            elif not isinstance(body, KillTasks | Error):
+            elif not isinstance(body, KillTasks | Error | ToExecutor | ShutdownExecutors):
                 raise ProtocolError(f"unexpected message type {envelope.type} on {delivery.queue}")
         except ProtocolError as exc:
             self._reject(delivery, exc.reason)
@@ -296,8 +325,13 @@ class Agent:
                 log.error("agent %s: the master refused %s: %s", self.agent_id, body.call_type, body.message)
         elif isinstance(body, RunTasks):
             self._run_tasks(body)
-        else:
+        elif isinstance(body, KillTasks):
             self._kill_tasks(body)
+        elif isinstance(body, ToExecutor):
+            if self.executors is not None:
+                self.executors.to_executor(body)
+        elif self.executors is not None:
+            self.executors.shutdown(body.framework_id, body.executor_ids)
         self._pending.append((delivery, None))
         self._schedule_flush()
 
@@ -316,6 +350,9 @@ class Agent:
             self._launch(entry, task)
 
     def _launch(self, entry: TaskEntry, task: TaskInfo) -> None:
+        if task.executor is not None and self.executors is not None:
+            self._launch_in_executor(entry, task)
+            return
         self._update(entry, TaskState.STARTING)
         try:
             if self._checkpoint_tasks:
@@ -335,6 +372,19 @@ class Agent:
         if exit_code is not None:
             self._exited(entry, exit_code)
 
+    def _launch_in_executor(self, entry: TaskEntry, task: TaskInfo) -> None:
+        """Checkpointed, then handed to its executor; nothing is published until the executor reports."""
+        assert self.executors is not None
+        try:
+            if self._checkpoint_tasks:
+                checkpoint.record_task(self.config.work_dir, entry.framework_id, task)
+        except OSError as exc:
+            log.warning("agent %s: task=%s framework=%s cannot be checkpointed: %s", self.agent_id, entry.task_id,
+                        entry.framework_id, exc)
+            self._update(entry, TaskState.FAILED, message=f"failed to start: {exc}")
+            return
+        self.executors.launch(entry)
+
     def _kill_tasks(self, msg: KillTasks) -> None:
         for task_id in msg.task_ids:
             entry = self.tasks.get((msg.framework_id, task_id))
@@ -351,7 +401,10 @@ class Agent:
         self.tasks.request_kill(entry.key, quiet)
         if self._checkpoint_tasks:
             checkpoint.record_kill(self._meta(entry))
-        self.terminate(entry)
+        if entry.task.executor is not None and self.executors is not None:
+            self.executors.kill(entry)
+        else:
+            self.terminate(entry)
 
     def terminate(self, entry: TaskEntry) -> None:
         """SIGTERM the task now, SIGKILL it after the kill grace."""
@@ -376,8 +429,12 @@ class Agent:
             entry = self.tasks.get(key)
             if entry is not None:
                 self._exited(entry, returncode)
+            elif self.executors is not None and self.executors.owns(key):
+                self.executors.exited(key, returncode)
             else:
                 self.executor.release(key)
+        if self.executors is not None:
+            self.executors.tick()
         if self._disk_due:
             self._disk_tick()
         if self._shutdown_deadline is not None:
@@ -404,12 +461,15 @@ class Agent:
         assert self._shutdown_deadline is not None
         if self._finished:
             return
-        if not self._keep_tasks_on_stop and len(self.tasks) and time.monotonic() < self._shutdown_deadline:
+        running = len(self.tasks) + (len(self.executors) if self.executors is not None else 0)
+        if not self._keep_tasks_on_stop and running and time.monotonic() < self._shutdown_deadline:
             return
         self._finished = True
-        if len(self.tasks) and not self._keep_tasks_on_stop:
-            log.warning("agent %s: %d task(s) not reaped before shutdown", self.agent_id, len(self.tasks))
+        if running and not self._keep_tasks_on_stop:
+            log.warning("agent %s: %d task(s) or executor(s) not reaped before shutdown", self.agent_id, running)
         self._flush()
+        if self.executors is not None:
+            self.executors.stop()
         log.info("agent %s stopped", self.agent_id)
         self.bus.stop()
 
@@ -425,6 +485,25 @@ class Agent:
         self._updates.append(make_status(entry, self.agent_id, state, uuid.uuid4().hex, time.time(),
                                          message, exit_code, reason))
         self._schedule_flush()
+
+    def publish_update(self, entry: TaskEntry, status: TaskStatus) -> None:
+        """An executor's update of ``entry``, taken as it is (its uuid, data, message): like ``_update``."""
+        self.tasks.set_state(entry.key, status.state)
+        if entry.quiet and status.state.terminal:
+            if self._checkpoint_tasks:
+                checkpoint.record_done(self._meta(entry))
+                self.sandbox_gc.finished(entry.framework_id, entry.task_id)
+            self._schedule_flush()
+            return
+        self._updates.append(status)
+        self._schedule_flush()
+
+    def schedule_flush(self) -> None:
+        self._schedule_flush()
+
+    def executor_finished(self, key: TaskKey) -> None:
+        if self._checkpoint_tasks:
+            self.sandbox_gc.finished(*key)
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -447,6 +526,8 @@ class Agent:
                         checkpoint.record_done(checkpoint.task_meta_dir(self.config.work_dir, update.framework_id,
                                                                         update.task_id))
                         self.sandbox_gc.finished(update.framework_id, update.task_id)
+        if self.executors is not None:
+            self.executors.flushed()  # what they sent is journaled (and on its way) now
         pending, self._pending = self._pending, []
         for delivery, reason in pending:
             if reason is None:

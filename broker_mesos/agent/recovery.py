@@ -7,7 +7,9 @@ Runs once in ``Agent.start``, before the tasks queue is consumed and before REGI
 2. every checkpointed task is re-attached if its supervisor still runs, reported with its recorded
    exit status if it ended meanwhile, or remembered as finished if its final update was already
    journaled — so a redelivered RUN_TASKS never starts it twice;
-3. REGISTER then lists the re-attached tasks, and the master keeps them as they are.
+3. framework executors still running are re-attached and wait for their executor's SUBSCRIBE
+   (``agent.executors``), with the checkpointed tasks they run;
+4. REGISTER then lists the re-attached tasks, and the master keeps them as they are.
 
 What to do with each task is decided by ``core.agent_state.recover_task``; this module only gathers
 its inputs from disk and /proc.
@@ -38,14 +40,20 @@ def recover(agent: Agent) -> None:
             republished += 1
             if update.state.terminal:
                 reported.add((update.framework_id, update.task_id))
+            if update.executor_id and agent.executors is not None:
+                agent.executors.remember(update.uuid)  # a re-SUBSCRIBE may carry it again: not twice
         agent.publish_status(messages, batch=seq)
     if republished:
         log.info("agent %s: re-publishing %d unconfirmed status update(s) from %d batch(es)", agent.agent_id,
                  republished, len(batches))
 
     counts = {Recovery.FORGET: 0, Recovery.REATTACH: 0, Recovery.REPORT: 0}
+    executor_tasks: list[checkpoint.CheckpointedTask] = []
     for found in checkpoint.scan(agent.config.work_dir):
         key = (found.framework_id, found.task.task_id)
+        if found.task.executor is not None and agent.executors is not None and not (found.done or key in reported):
+            executor_tasks.append(found)  # it runs inside its executor: the executors' recovery takes it
+            continue
         started = found.pid is not None
         alive = found.pid is not None and checkpoint.process_alive(found.pid, found.start_time)
         exit_status = checkpoint.read_exit_status(found.meta) if started and not alive else None
@@ -71,6 +79,8 @@ def recover(agent: Agent) -> None:
         else:
             assert outcome is not None
             agent.report(entry, outcome)
+    if agent.executors is not None:
+        agent.executors.recover(checkpoint.scan_executors(agent.config.work_dir), executor_tasks)
     if any(counts.values()):
         log.info("agent %s recovered its checkpoint: %d task(s) re-attached, %d ended while it was down, "
                  "%d already reported", agent.agent_id, counts[Recovery.REATTACH], counts[Recovery.REPORT],

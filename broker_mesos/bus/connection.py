@@ -338,6 +338,21 @@ class Bus:
     def call_threadsafe(self, fn: Callable[[], None]) -> None:
         self._ioloop.add_callback_threadsafe(fn)
 
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the loop whenever ``fd`` (a non-blocking socket) is readable (or closed);
+        an exception it raises is logged, never fatal to the loop."""
+
+        def handler(_fd: int, _events: int) -> None:
+            try:
+                callback()
+            except Exception:
+                log.exception("reader of fd %d failed", fd)
+
+        self._ioloop.add_handler(fd, handler, self._ioloop.READ)
+
+    def remove_reader(self, fd: int) -> None:
+        self._ioloop.remove_handler(fd)
+
     def run(self) -> None:
         """Connect and run the loop until ``stop``; raises ``BrokerUnreachable`` if the first
         connection cannot be made within ``connect_timeout``."""

@@ -24,6 +24,7 @@ DEAD_LETTER_DROPPED = "bmesos.dlx.dropped"  # what `dead-letters` drops (full or
 # -- routing keys on agent.register -----------------------------------------------------------
 KEY_REGISTER = "register"
 KEY_HEARTBEAT = "heartbeat"
+KEY_MESSAGE = "message"  # FROM_EXECUTOR: an executor's framework message, relayed by its agent
 
 # -- well-known queues -------------------------------------------------------------------------
 MASTER_AGENTS_QUEUE = "master.agents"
@@ -108,7 +109,7 @@ def call_type(cls: type) -> str:
 def master_queues() -> tuple[Queue, ...]:
     """The master's three input queues (quorum, dead-lettered)."""
     args = {**QUORUM, **DEAD_LETTERED}
-    agent_keys = tuple((AGENT_REGISTER, k) for k in (KEY_REGISTER, KEY_HEARTBEAT))
+    agent_keys = tuple((AGENT_REGISTER, k) for k in (KEY_REGISTER, KEY_HEARTBEAT, KEY_MESSAGE))
     call_keys = tuple((MASTER, call_type(c)) for c in (*protocol.FRAMEWORK_CALLS, *protocol.ADMIN_CALLS))
     return (
         Queue(MASTER_AGENTS_QUEUE, agent_keys, arguments=args),

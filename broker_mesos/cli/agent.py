@@ -112,6 +112,22 @@ def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
               metavar="PERCENT",
               help="While the work dir's filesystem has less than this percent free, remove finished tasks' "
                    "sandboxes sooner, oldest first. 0: only by --sandbox-gc-delay.")
+@click.option("--executor-idle-timeout", type=click.FloatRange(min=0.0), default=10.0, show_default=True,
+              metavar="SECONDS",
+              help="Shut down a framework executor (a task's ExecutorInfo) that has had no task for this long.")
+@click.option("--executor-shutdown-grace", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
+              metavar="SECONDS",
+              help="Seconds between telling an executor to shut down (idle, framework torn down) and SIGKILL of "
+                   "its processes; its tasks not ended by then end TASK_KILLED.")
+@click.option("--executor-register-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              metavar="SECONDS",
+              help="An executor that has not subscribed on the agent's executor socket this long after it was "
+                   "started is killed; its tasks end TASK_FAILED, reason REASON_EXECUTOR_REGISTRATION_TIMEOUT.")
+@click.option("--executor-reregister-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              metavar="SECONDS",
+              help="After an agent restart, an executor left running that has not subscribed again this long "
+                   "after the agent started is killed; its tasks end TASK_FAILED, reason "
+                   "REASON_EXECUTOR_REREGISTRATION_TIMEOUT.")
 @master_principal_option
 @log_level_option
 @one_line_errors
@@ -120,7 +136,8 @@ def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id:
           kill_grace: float, checkpoint: bool | None, kill_on_stop: bool, task_user: str | None,
           allow_root_tasks: bool, isolation: str | None, cgroups_cpu_limit: bool, cgroups_pids_limit: int,
           disk_check_interval: float, sandbox_gc_delay: float, sandbox_gc_min_free: float,
-          master_principal: str, log_level: str) -> None:
+          executor_idle_timeout: float, executor_shutdown_grace: float, executor_register_timeout: float,
+          executor_reregister_timeout: float, master_principal: str, log_level: str) -> None:
     """Run an agent: offer this machine's resources and run the tasks the master sends.
 
     Stops on SIGTERM or Ctrl-C. Its tasks keep running (they run in their own sessions, checkpointed)
@@ -131,6 +148,11 @@ def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id:
     running as root switches to that user; never root without --allow-root-tasks), with a clean
     environment (none of the agent's variables) in a sandbox only its user can read, and in cgroups of
     its own that hold it to the resources it was given (--isolation).
+
+    A task naming an ExecutorInfo runs inside that framework executor, which the agent starts (like a
+    task: as the task's user, in a sandbox and cgroup of its own sized to the executor's and its tasks'
+    resources) the first time a task names it, and which talks to the agent over the Unix socket
+    <work-dir>/run/executor.sock. Executors survive an agent restart like tasks do.
     """
     setup_logging(log_level)
     work_dir = (work_dir or Path(".bmesos") / f"agent-{agent_id}").absolute()
@@ -153,6 +175,9 @@ def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id:
                          isolation=isolation, cgroups_cpu_limit=cgroups_cpu_limit,
                          cgroups_pids_limit=cgroups_pids_limit, master_principal=master_principal,
                          disk_check_interval=disk_check_interval, sandbox_gc_delay=sandbox_gc_delay,
-                         sandbox_gc_min_free=sandbox_gc_min_free)
+                         sandbox_gc_min_free=sandbox_gc_min_free, executor_idle_timeout=executor_idle_timeout,
+                         executor_shutdown_grace=executor_shutdown_grace,
+                         executor_register_timeout=executor_register_timeout,
+                         executor_reregister_timeout=executor_reregister_timeout)
     bus = Bus(broker, f"agent {agent_id}", connect_timeout=connect_timeout, tls=tls)
     Agent(bus, config).run()

@@ -13,6 +13,8 @@ Bounds (beyond each field's own type and range):
   it into a date;
 - every map key is a string (a bytes key, which msgpack can carry, is refused);
 - ``MAX_STRING`` = 65,536 characters per string, map keys included;
+- ``MAX_DATA_BYTES`` = 262,144 bytes (256 KiB) per ``bytes`` field (msgpack bin: opaque framework data,
+  ``TaskStatus.data`` and the framework messages); a bin anywhere else is refused;
 - ``MAX_LIST_ITEMS`` = 100,000 items per list and entries per map;
 - identifiers (``id_field``) match ``ID_PATTERN`` in full (no trailing newline, which ``$`` lets
   through with ``re.match``): 1-128 of ``A-Z a-z 0-9 _ -``; only a field declared
@@ -51,6 +53,7 @@ VERSION = 1
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_LIST_ITEMS = 100_000
 MAX_STRING = 65_536
+MAX_DATA_BYTES = 256 * 1024
 MAX_TIMESTAMP = 1e11
 MAX_ANY_DEPTH = 16
 MAX_QUOTE = 100
@@ -151,7 +154,9 @@ def _compile_encoder(cls: type) -> Encoder:
     for i, f in enumerate(dataclasses.fields(cls)):
         field_encoder = _value_encoder(hints[f.name])
         lines.append(f"    v = obj.{f.name}")
-        if field_encoder is None:
+        if hints[f.name] is bytes:  # opaque data, mostly empty: left out then (absent = b"", its default)
+            lines.append(f"    if v: out[{f.name!r}] = v")
+        elif field_encoder is None:
             lines.append(f"    if v is not None: out[{f.name!r}] = v")
         else:
             namespace[f"f{i}"] = field_encoder
@@ -321,6 +326,15 @@ def _value_decoder(tp: Any, meta: Any) -> Decoder:
             return v
 
         return dec_str
+    if tp is bytes:
+        def dec_bytes(v: Any, w: str) -> bytes:
+            if not isinstance(v, bytes):
+                raise ProtocolError(f"{w} must be bytes (msgpack bin), not {type(v).__name__}")
+            if len(v) > MAX_DATA_BYTES:
+                raise ProtocolError(f"{w} has {len(v)} bytes, more than {MAX_DATA_BYTES}")
+            return v
+
+        return dec_bytes
     if tp is bool:
         def dec_bool(v: Any, w: str) -> bool:
             if not isinstance(v, bool):

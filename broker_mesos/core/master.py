@@ -23,9 +23,11 @@ from broker_mesos.core.allocation.registry import PolicyRegistry
 from broker_mesos.core.errors import CallRefused, PolicyError
 from broker_mesos.core.master_acl import AclRules
 from broker_mesos.core.master_agents import AgentRules
+from broker_mesos.core.master_executors import ExecutorPlan, ExecutorRules
 from broker_mesos.core.master_model import (
     AgentRecord,
     Effect,
+    ExecutorRecord,
     FrameworkRecord,
     MasterConfig,
     OfferRecord,
@@ -40,8 +42,8 @@ from broker_mesos.core.resources import EMPTY, MAX_RANGES, Resources
 from broker_mesos.core.security import FrameworkAcl
 
 # the data model is imported from here by the process shell, the registry and the tests
-__all__ = ["AgentRecord", "Effect", "FrameworkRecord", "MasterConfig", "MasterState", "OfferRecord",
-           "PublishEvent", "PublishStatus", "TaskRecord", "ToAgent", "ToFramework", "wanted_on"]
+__all__ = ["AgentRecord", "Effect", "ExecutorRecord", "FrameworkRecord", "MasterConfig", "MasterState",
+           "OfferRecord", "PublishEvent", "PublishStatus", "TaskRecord", "ToAgent", "ToFramework"]
 
 LIVENESS_CHECK_PERIOD = 0.1  # seconds between scans for silent agents and frameworks past failover
 MAX_FILTERS_PER_AGENT = 64  # live decline filters one framework keeps on one agent before merging them
@@ -50,8 +52,8 @@ MAX_FILTERS_PER_AGENT = 64  # live decline filters one framework keeps on one ag
 # -- the state machine ------------------------------------------------------------------------
 
 
-class MasterState(AgentRules, AclRules):
-    """Agents, frameworks, tasks and offers, and the rules that change them."""
+class MasterState(ExecutorRules, AgentRules, AclRules):
+    """Agents, frameworks, tasks, executors and offers, and the rules that change them."""
 
     def __init__(self, config: MasterConfig, policies: PolicyRegistry | None = None,
                  offer_token: Callable[[], str] | None = None) -> None:
@@ -65,6 +67,8 @@ class MasterState(AgentRules, AclRules):
         self.frameworks: dict[str, FrameworkRecord] = {}
         self.tasks: dict[tuple[str, str], TaskRecord] = {}
         self.offers: dict[str, OfferRecord] = {}
+        # (agent id, framework id, executor id) -> the executor booked there
+        self.executors: dict[tuple[str, str, str], ExecutorRecord] = {}
         self.completed: collections.OrderedDict[tuple[str, str], TaskRecord] = collections.OrderedDict()
         self.total = Resources()
         self.changes = 0
@@ -99,6 +103,10 @@ class MasterState(AgentRules, AclRules):
                 if key[0] == call.framework_id:
                     framework.tasks.add(task.task_id)
                     framework.allocated = framework.allocated + task.resources.quantity()
+            for executor in self.executors.values():  # still booked after a teardown, or adopted
+                if executor.framework_id == call.framework_id:
+                    framework.executors.add((executor.agent_id, executor.executor_id))
+                    framework.allocated = framework.allocated + executor.resources.quantity()
             if not consuming:
                 framework.disconnected_at = now
                 framework.suppressed = True
@@ -153,11 +161,12 @@ class MasterState(AgentRules, AclRules):
         """Launch ``call.tasks`` on the named offers, or refuse the whole call (nothing launches).
 
         A refused ACCEPT still uses up the caller's own offers it names (their resources go back to the
-        pool), as in Mesos, so a buggy framework cannot hold resources by sending bad calls.
+        pool), as in Mesos, so a buggy framework cannot hold resources by sending bad calls. A task whose
+        ExecutorInfo conflicts with its executor's (``_plan_executors``) alone ends TASK_ERROR.
         """
         framework = self._framework(call.framework_id)
         try:
-            offered = self._validate_accept(framework, call, now)
+            offered, charged, plan = self._validate_accept(framework, call, now)
         except CallRefused:
             for offer_id in set(call.offer_ids):
                 offer = self.offers.get(offer_id)
@@ -167,23 +176,37 @@ class MasterState(AgentRules, AclRules):
         for offer_id in call.offer_ids:
             self._release_offer(self.offers[offer_id])
         by_agent: dict[str, list[protocol.TaskInfo]] = {}
+        side_effects: list[Effect] = []
         for task in call.tasks:
+            key = (framework.framework_id, task.task_id)
+            self.completed.pop(key, None)
+            error = plan.errors.get(task.task_id)
+            if error is not None:
+                status = self._master_status(framework.framework_id, task.task_id, task.agent_id, TaskState.ERROR,
+                                             "REASON_TASK_INVALID", error, now)
+                self._complete(key, TaskRecord(task.task_id, framework.framework_id, task.agent_id, task.resources,
+                                               TaskState.ERROR, last_status=status, launched_at=now))
+                side_effects.append(PublishStatus(status))
+                continue
             if not task.user and framework.user:  # the agent runs it as the framework's user
                 task = dataclasses.replace(task, user=framework.user)
-            self.completed.pop((framework.framework_id, task.task_id), None)
+            side_effects.extend(self._launch_with_executor(framework.framework_id, task, plan, now))
             self._book_task(TaskRecord(task.task_id, framework.framework_id, task.agent_id, task.resources,
                                        TaskState.STAGING, launched_at=now))
             by_agent.setdefault(task.agent_id, []).append(task)
         if call.refuse_seconds > 0:
             for agent_id, resources in offered.items():
-                unused = resources - wanted_on(call.tasks, agent_id)
+                unused = resources - charged.get(agent_id, Resources())
                 if unused:
                     self._filter(framework, agent_id, unused, now + call.refuse_seconds)
-        return [ToAgent(agent_id, protocol.RunTasks(framework.framework_id, tasks))
-                for agent_id, tasks in by_agent.items()]
+        effects: list[Effect] = [ToAgent(agent_id, protocol.RunTasks(framework.framework_id, tasks))
+                                 for agent_id, tasks in by_agent.items()]
+        return effects + side_effects
 
-    def _validate_accept(self, framework: FrameworkRecord, call: protocol.Accept, now: float) -> dict[str, Resources]:
-        """Check an ACCEPT without changing anything; returns the offered resources per agent."""
+    def _validate_accept(self, framework: FrameworkRecord, call: protocol.Accept,
+                         now: float) -> tuple[dict[str, Resources], dict[str, Resources], ExecutorPlan]:
+        """Check an ACCEPT without changing anything; returns the offered resources per agent, what the
+        launches take of them per agent (tasks, plus the executors they book), and the executor plan."""
         if not call.offer_ids:
             raise CallRefused("ACCEPT names no offers")
         if len(set(call.offer_ids)) != len(call.offer_ids):
@@ -211,13 +234,18 @@ class MasterState(AgentRules, AclRules):
                 raise CallRefused(f"task {task.task_id} names agent {task.agent_id}, which none of the offers is on")
             if not task.resources:
                 raise CallRefused(f"task {task.task_id} asks for no resources")
-            if not task.command.value and not task.command.arguments:
-                raise CallRefused(f"task {task.task_id} has no command")
-            wanted[task.agent_id] = wanted.get(task.agent_id, Resources()) + task.resources
+            command = task.command if task.executor is None else task.executor.command
+            if not command.value and not command.arguments:
+                what = "task" if task.executor is None else "the executor of task"
+                raise CallRefused(f"{what} {task.task_id} has no command")
+        plan = self._plan_executors(framework.framework_id, call.tasks)
+        for task in call.tasks:
+            if task.task_id not in plan.errors:
+                wanted[task.agent_id] = wanted.get(task.agent_id, Resources()) + plan.charge(task)
         for agent_id, want in wanted.items():
             if not want <= offered[agent_id]:
                 raise CallRefused(f"tasks on agent {agent_id} need {want} but the offers hold {offered[agent_id]}")
-        return offered
+        return offered, wanted, plan
 
     def decline(self, call: protocol.Decline, now: float) -> list[Effect]:
         framework = self._framework(call.framework_id)
@@ -290,6 +318,7 @@ class MasterState(AgentRules, AclRules):
     def teardown(self, call: protocol.Teardown, now: float) -> list[Effect]:
         framework = self._framework(call.framework_id)
         effects = self.kill(protocol.Kill(framework.framework_id, sorted(framework.tasks)), now)
+        effects.extend(self._shutdown_framework_executors(framework))
         for offer_id in list(framework.offers):
             self._release_offer(self.offers[offer_id])
         del self.frameworks[framework.framework_id]
@@ -476,7 +505,8 @@ class MasterState(AgentRules, AclRules):
 
     # -- checks -----------------------------------------------------------------------------
     def check_invariants(self) -> None:
-        """Every agent's total = free + offered + used by live tasks; framework books match."""
+        """Every agent's total = free + offered + used by live tasks and booked executors; framework
+        books match; every booked executor is on both its agent's and its framework's books."""
         for agent in self.agents.values():
             assert agent.free + self._in_use(agent) == agent.total, f"agent {agent.agent_id} books do not balance"
         for framework in self.frameworks.values():
@@ -485,7 +515,14 @@ class MasterState(AgentRules, AclRules):
                 held = held + self.offers[offer_id].resources.quantity()
             for task_id in framework.tasks:
                 held = held + self.tasks[(framework.framework_id, task_id)].resources.quantity()
+            for agent_id, executor_id in framework.executors:
+                held = held + self.executors[(agent_id, framework.framework_id, executor_id)].resources.quantity()
             assert held == framework.allocated, f"framework {framework.framework_id} books do not balance"
+        for executor in self.executors.values():
+            agent = self.agents[executor.agent_id]
+            assert (executor.framework_id, executor.executor_id) in agent.executors
+            booked_for = self.frameworks.get(executor.framework_id)
+            assert booked_for is None or (executor.agent_id, executor.executor_id) in booked_for.executors
         offered: set[str] = set()
         for offer in self.offers.values():
             assert offer.offer_id not in offered
@@ -494,19 +531,10 @@ class MasterState(AgentRules, AclRules):
     def snapshot(self) -> dict[str, Any]:
         """A summary for logs and the events exchange."""
         return {"agents": len(self.agents), "frameworks": len(self.frameworks), "tasks": len(self.tasks),
-                "offers": len(self.offers), "total": self.total.to_wire()}
+                "executors": len(self.executors), "offers": len(self.offers), "total": self.total.to_wire()}
 
 
 
 def _counter_token() -> Callable[[], str]:
     counter = itertools.count(1)
     return lambda: f"t{next(counter)}"
-
-
-def wanted_on(tasks: list[protocol.TaskInfo], agent_id: str) -> Resources:
-    """What ``tasks`` ask for on one agent."""
-    total = Resources()
-    for task in tasks:
-        if task.agent_id == agent_id:
-            total = total + task.resources
-    return total

@@ -31,7 +31,12 @@ from broker_mesos.core.master_model import (
 from broker_mesos.core.protocol import TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
 
-STAGING_GRACE = 5.0  # seconds a launched task may stay unknown to its agent before it is dropped
+STAGING_GRACE = 5.0  # seconds a launched task (or booked executor) may stay unknown to its agent
+
+
+def report_grace(agent: AgentRecord) -> float:
+    """How long something the master booked on ``agent`` may go unreported before it is dropped."""
+    return max(STAGING_GRACE, 3 * agent.heartbeat_interval)
 
 
 class AgentRules:
@@ -55,6 +60,17 @@ class AgentRules:
                        message: str, now: float) -> TaskStatus:
         raise NotImplementedError
 
+    # implemented by ExecutorRules (core.master_executors), before this class in MasterState's bases
+    def _executor_reports(self, agent: AgentRecord, reported: list[protocol.AgentExecutor],
+                          now: float) -> list[Effect]:
+        raise NotImplementedError
+
+    def _drop_agent_executors(self, agent: AgentRecord, reason: str) -> list[Effect]:
+        raise NotImplementedError
+
+    def _executors_in_use(self, agent: AgentRecord) -> Resources:
+        raise NotImplementedError
+
     # -- agents -----------------------------------------------------------------------------
     def agent_info(self, info: protocol.Register | protocol.Heartbeat, now: float) -> list[Effect]:
         """REGISTER or HEARTBEAT: admit a new agent, or refresh a known one. Tasks it reports that this
@@ -75,6 +91,7 @@ class AgentRules:
                 self._set_total(agent, info.resources)
             effects = self._adopt_or_kill(agent, info.tasks, now)
             effects += self._drop_undelivered(agent, info, now)
+            effects += self._executor_reports(agent, info.executors, now)
             self._record_usage(agent, info)
             return effects
         agent = AgentRecord(info.agent_id, info.hostname, info.resources, info.resources,
@@ -87,6 +104,7 @@ class AgentRules:
         if declared_lost is not None:
             effects.extend(self._readmit(agent, info, declared_lost, now))
         effects.extend(self._adopt_or_kill(agent, info.tasks, now))
+        effects.extend(self._executor_reports(agent, info.executors, now))
         self._record_usage(agent, info)
         self._changed()
         effects.append(PublishEvent("agent.added", {
@@ -118,7 +136,7 @@ class AgentRules:
         as Mesos does for tasks missing from an agent's re-registration. The grace covers RUN_TASKS
         still queued for a busy agent. Tasks already ended in the books (declared LOST, then killed
         quietly on their returned agent) that the agent no longer reports are gone: resources back."""
-        grace = max(STAGING_GRACE, 3 * agent.heartbeat_interval)
+        grace = report_grace(agent)
         reported = {(t.framework_id, t.task_id) for t in info.tasks}
         effects: list[Effect] = []
         for key in sorted(agent.tasks - reported):
@@ -174,7 +192,7 @@ class AgentRules:
         the master's own updates), its offers are rescinded and its resources leave the pool; if it
         comes back it is re-admitted afresh."""
         agent = self.agents.pop(agent_id)
-        effects: list[Effect] = []
+        effects: list[Effect] = self._drop_agent_executors(agent, f"its agent was removed: {reason}")
         rescinded: dict[str, list[str]] = {}
         for offer_id in sorted(agent.offers):
             offer = self.offers.pop(offer_id)
@@ -275,7 +293,7 @@ class AgentRules:
             used = used + self.tasks[key].resources
         for offer_id in agent.offers:
             used = used + self.offers[offer_id].resources
-        return used
+        return used + self._executors_in_use(agent)
 
     def _set_total(self, agent: AgentRecord, total: Resources) -> None:
         self.total = self.total - agent.total + total

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker_mesos.core.allocation.registry import DEFAULT_POLICY
-from broker_mesos.core.protocol import TaskState, TaskStatus
+from broker_mesos.core.protocol import ExecutorInfo, TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
 
 COMPLETED_TASKS_KEPT = 10_000
@@ -91,6 +91,7 @@ class AgentRecord:
     heartbeat_interval: float
     tasks: set[tuple[str, str]] = field(default_factory=set)
     offers: set[str] = field(default_factory=set)
+    executors: set[tuple[str, str]] = field(default_factory=set)  # (framework id, executor id) booked here
     # not removed for silence before this time (set when a new master restores it from the registry)
     grace_until: float = 0.0
     # the sum of its live tasks' latest reported usage (TaskRecord.usage)
@@ -111,6 +112,7 @@ class FrameworkRecord:
     filters: dict[str, list[tuple[float, Resources]]] = field(default_factory=dict)
     offers: set[str] = field(default_factory=set)
     tasks: set[str] = field(default_factory=set)
+    executors: set[tuple[str, str]] = field(default_factory=set)  # (agent id, executor id) booked for it
     failover_timeout: float = 0.0
     partition_aware: bool = False
     user: str = ""  # the OS user its tasks run as when they name none (SUBSCRIBE.user)
@@ -129,6 +131,24 @@ class TaskRecord:
     last_status: TaskStatus | None = None
     launched_at: float = 0.0  # when this master launched it (or restored it from the registry)
     usage: TaskUsage | None = None  # the latest its agent reported (None: none yet); not persisted
+
+
+@dataclass(slots=True)
+class ExecutorRecord:
+    """An executor booked on an agent: its own resources are charged there once, on top of its tasks'.
+    ``info`` is None for one adopted from an agent's report (only its resources known) until a task
+    names it again."""
+
+    agent_id: str
+    framework_id: str
+    executor_id: str
+    info: ExecutorInfo | None
+    resources: Resources
+    booked_at: float  # when booked (or restored from the registry): the grace before it must be reported
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.agent_id, self.framework_id, self.executor_id)
 
 
 @dataclass(slots=True)

@@ -62,6 +62,20 @@ class CommandInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecutorInfo:
+    """A framework's executor (Mesos' ExecutorInfo): a process the agent starts the first time a task
+    names it on that agent, hands that task and every later task naming it, and stops once it has had
+    no task for the agent's idle timeout, when its framework is torn down, or when it is told to.
+    ``resources`` are its own, charged once per agent on top of its tasks'. Every task naming the same
+    ``executor_id`` on one agent must carry the same ExecutorInfo."""
+
+    executor_id: str = id_field()
+    command: CommandInfo = field(default_factory=CommandInfo)
+    resources: Resources = field(default_factory=Resources)
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TaskInfo:
     task_id: str = id_field()
     agent_id: str = id_field()
@@ -70,6 +84,9 @@ class TaskInfo:
     name: str = ""
     # the OS user the task runs as ("": its framework's SUBSCRIBE.user, else the agent's default)
     user: str = user_field(default="")
+    # run by this executor of the framework instead of the agent's command executor (``command`` unused)
+    executor: ExecutorInfo | None = None
+    data: bytes = b""  # opaque to everyone but the executor (Mesos' TaskInfo.data), at most MAX_DATA_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +101,9 @@ class TaskStatus:
     reason: str = ""
     source: str = "SOURCE_AGENT"
     exit_code: int | None = None
+    # opaque data an executor attaches to an update (e.g. a task's result), at most MAX_DATA_BYTES
+    data: bytes = b""
+    executor_id: str = id_field(empty_ok=True, default="")  # the executor that ran the task ("": none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +125,16 @@ class AgentTask:
     framework_id: str = id_field()
     resources: Resources = field(default_factory=Resources)
     state: TaskState = TaskState.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class AgentExecutor:
+    """An executor an agent runs, as it reports it in REGISTER / HEARTBEAT (its resources are charged
+    on the agent as long as it is reported)."""
+
+    framework_id: str = id_field()
+    executor_id: str = id_field()
+    resources: Resources = field(default_factory=Resources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +161,7 @@ class _AgentInfo:
     heartbeat_interval: float = bounded(0.05, 3600.0, default=5.0)
     # absent: not sampled (e.g. a REGISTER); else each column has exactly one value per item of ``tasks``
     usage: Usage | None = None
+    executors: list[AgentExecutor] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         u = self.usage
@@ -219,6 +250,18 @@ class Teardown:
     """The framework is done: its tasks are killed and it is forgotten."""
 
     framework_id: str = id_field()
+
+
+@message("MESSAGE")
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A framework message for one of its executors (Mesos' MESSAGE call): best effort, at most once,
+    ``data`` at most MAX_DATA_BYTES. An executor the master does not know on that agent is an ERROR."""
+
+    framework_id: str = id_field()
+    agent_id: str = id_field()
+    executor_id: str = id_field()
+    data: bytes = b""
 
 
 # -- operators -> master (exchange master, routing key = type; answered on reply_to) ---------
@@ -350,6 +393,16 @@ class Error:
     call_id: str = ""
 
 
+@message("EXECUTOR_MESSAGE")
+@dataclass(frozen=True, slots=True)
+class ExecutorMessage:
+    """A message from one of the framework's executors (Mesos' MESSAGE event), relayed by the master."""
+
+    agent_id: str = id_field()
+    executor_id: str = id_field()
+    data: bytes = b""
+
+
 # -- master -> agent (exchange tasks, routing key = agent id) ---------------------------------
 
 
@@ -370,6 +423,122 @@ class KillTasks:
     framework_id: str = id_field()
     task_ids: list[str] = id_field(default_factory=list)
     quiet: bool = False
+
+
+@message("TO_EXECUTOR")
+@dataclass(frozen=True, slots=True)
+class ToExecutor:
+    """A framework's MESSAGE, relayed by the master to the agent that runs the executor."""
+
+    framework_id: str = id_field()
+    executor_id: str = id_field()
+    data: bytes = b""
+
+
+@message("SHUTDOWN_EXECUTORS")
+@dataclass(frozen=True, slots=True)
+class ShutdownExecutors:
+    """Stop these executors of the framework (all of them when ``executor_ids`` is empty): each gets its
+    shutdown callback, then SIGKILL after the agent's shutdown grace; their tasks end TASK_KILLED."""
+
+    framework_id: str = id_field()
+    executor_ids: list[str] = id_field(default_factory=list)
+
+
+# -- agent -> master (exchange agent.register, routing key message) -----------------------------
+
+
+@message("FROM_EXECUTOR")
+@dataclass(frozen=True, slots=True)
+class FromExecutor:
+    """An executor's message for its scheduler, sent by the agent that runs it; relayed by the master
+    as EXECUTOR_MESSAGE on the framework's offers queue."""
+
+    agent_id: str = id_field()
+    framework_id: str = id_field()
+    executor_id: str = id_field()
+    data: bytes = b""
+
+
+# -- executor <-> its agent (the agent's local executor socket, docs/protocol.md section 17) --------
+
+
+@message("executor.SUBSCRIBE")
+@dataclass(frozen=True, slots=True)
+class ExecutorSubscribe:
+    """An executor's first frame on each connection (also after its agent restarted): who it is, the
+    token the agent gave it, the updates it sent and saw no ACKNOWLEDGED for, the tasks it runs."""
+
+    framework_id: str = id_field()
+    executor_id: str = id_field()
+    token: str = ""
+    unacknowledged_updates: list[TaskStatus] = field(default_factory=list)
+    task_ids: list[str] = id_field(default_factory=list)
+
+
+@message("executor.SUBSCRIBED")
+@dataclass(frozen=True, slots=True)
+class ExecutorSubscribed:
+    agent_id: str = id_field()
+    framework_id: str = id_field()
+    executor_id: str = id_field()
+    hostname: str = ""
+
+
+@message("executor.LAUNCH")
+@dataclass(frozen=True, slots=True)
+class ExecutorLaunch:
+    task: TaskInfo
+
+
+@message("executor.KILL")
+@dataclass(frozen=True, slots=True)
+class ExecutorKill:
+    task_id: str = id_field()
+
+
+@message("executor.UPDATE")
+@dataclass(frozen=True, slots=True)
+class ExecutorUpdate:
+    """A status update for one of the executor's tasks. The agent fills in (and checks) framework,
+    agent and executor ids and the source; it answers executor.ACKNOWLEDGED once the update is in its
+    status journal (from there on the agent's at-least-once delivery covers it)."""
+
+    status: TaskStatus
+
+
+@message("executor.ACKNOWLEDGED")
+@dataclass(frozen=True, slots=True)
+class ExecutorAcknowledged:
+    task_id: str = id_field()
+    uuid: str = id_field()
+
+
+@message("executor.MESSAGE")
+@dataclass(frozen=True, slots=True)
+class ExecutorData:
+    """A framework message: to the executor (from its scheduler) or from it (for its scheduler)."""
+
+    data: bytes = b""
+
+
+@message("executor.SHUTDOWN")
+@dataclass(frozen=True, slots=True)
+class ExecutorShutdown:
+    """Stop: kill every task (each ends TASK_KILLED) and exit; SIGKILL follows after the grace."""
+
+    grace_seconds: float = bounded(0.0, 3600.0, default=5.0)
+
+
+@message("executor.ERROR")
+@dataclass(frozen=True, slots=True)
+class ExecutorError:
+    message: str = ""
+
+
+EXECUTOR_CALLS: tuple[type, ...] = (ExecutorSubscribe, ExecutorUpdate, ExecutorData)
+EXECUTOR_EVENTS: tuple[type, ...] = (ExecutorSubscribed, ExecutorLaunch, ExecutorKill, ExecutorAcknowledged,
+                                     ExecutorData, ExecutorShutdown, ExecutorError)
 
 
 # -- agents and master -> everyone (exchange status, key <framework>.<agent>.<state>) ---------
@@ -393,7 +562,8 @@ class ClusterEvent:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-FRAMEWORK_CALLS: tuple[type, ...] = (Subscribe, Accept, Decline, Kill, Revive, Suppress, Reconcile, Teardown)
-AGENT_MESSAGES: tuple[type, ...] = (Register, Heartbeat)
+FRAMEWORK_CALLS: tuple[type, ...] = (Subscribe, Accept, Decline, Kill, Revive, Suppress, Reconcile, Teardown,
+                                     Message)
+AGENT_MESSAGES: tuple[type, ...] = (Register, Heartbeat, FromExecutor)
 ADMIN_CALLS: tuple[type, ...] = (SetAllocator, GetAllocator, SetRole, GetRoles, SetAcl, GetAcls)
 ALLOCATION_CALLS: tuple[type, ...] = (SetAllocator, GetAllocator, SetRole, GetRoles)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from broker_mesos.core import protocol
+from broker_mesos.core import codec, protocol
 from broker_mesos.core.protocol import Offer, TaskInfo
 
 
@@ -54,6 +54,13 @@ class SchedulerCalls:
     def reconcile(self, task_ids: Iterable[str] = ()) -> str:
         """Ask for the latest state of ``task_ids`` (all tasks when empty); answers arrive as updates."""
         return self._call(protocol.Reconcile(self.framework_id, list(task_ids)))
+
+    def send_framework_message(self, agent_id: str, executor_id: str, data: bytes) -> str:
+        """Send ``data`` (at most ``codec.MAX_DATA_BYTES``) to one of this framework's executors (Mesos'
+        MESSAGE): best effort, at most once; an executor the master does not know there is an ERROR."""
+        if len(data) > codec.MAX_DATA_BYTES:
+            raise ValueError(f"a framework message has at most {codec.MAX_DATA_BYTES} bytes, not {len(data)}")
+        return self._call(protocol.Message(self.framework_id, agent_id, executor_id, bytes(data)))
 
     def teardown(self) -> str:
         """Kill every task of this framework and make the master forget it."""

@@ -34,7 +34,7 @@ from broker_mesos.bus.connection import Bus, Delivery, decode_delivery, url_user
 from broker_mesos.bus.tls import TlsOptions
 from broker_mesos.core import codec, protocol, security
 from broker_mesos.core.errors import ConfigError, ProtocolError
-from broker_mesos.core.protocol import CommandInfo, TaskInfo, TaskStatus
+from broker_mesos.core.protocol import CommandInfo, ExecutorInfo, TaskInfo, TaskStatus
 from broker_mesos.core.resources import Resources
 from broker_mesos.framework.calls import SchedulerCalls
 from broker_mesos.framework.scheduler import Scheduler
@@ -92,31 +92,57 @@ def default_framework_id(name: str, owner: security.Principal | None = None) -> 
 def task(task_id: str, agent_id: str, command: str | Sequence[str], *, cpus: float = 1.0, mem: float = 128.0,
          resources: Resources | str | None = None, shell: bool | None = None,
          arguments: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
-         name: str = "") -> TaskInfo:
+         name: str = "", executor: ExecutorInfo | None = None, data: bytes = b"") -> TaskInfo:
     """Build a ``TaskInfo``.
 
     ``command`` as a string runs through ``/bin/sh -c`` (unless ``shell=False``: then it is the program
     and ``arguments`` its argv); as a list it is the argv, run without a shell. ``resources`` (a
-    ``Resources`` or ``'cpus:1;mem:64'`` text) replaces ``cpus``/``mem`` when given.
+    ``Resources`` or ``'cpus:1;mem:64'`` text) replaces ``cpus``/``mem`` when given. With ``executor``
+    (see ``executor_info``) the task is handed to that executor of the framework instead, with ``data``
+    (opaque, at most ``codec.MAX_DATA_BYTES``); ``command`` is then unused and may be ``""``.
     """
+    if executor is not None and not command:
+        info = CommandInfo(environment=dict(env or {}))
+    else:
+        info = _command_info(command, shell, arguments, env)
+    if len(data) > codec.MAX_DATA_BYTES:
+        raise ValueError(f"task data has {len(data)} bytes, more than {codec.MAX_DATA_BYTES}")
+    return TaskInfo(task_id=task_id, agent_id=agent_id, resources=_resources(resources, cpus, mem), command=info,
+                    name=name or task_id, executor=executor, data=bytes(data))
+
+
+def executor_info(executor_id: str, command: str | Sequence[str], *, cpus: float = 0.1, mem: float = 32.0,
+                  resources: Resources | str | None = None, env: Mapping[str, str] | None = None,
+                  name: str = "") -> ExecutorInfo:
+    """Build an ``ExecutorInfo`` (``command`` and ``resources`` as in ``task``): the executor's own
+    resources are charged once per agent, on top of its tasks'. Every task naming ``executor_id`` on
+    one agent must carry an equal ExecutorInfo (build it once and reuse it)."""
+    if not codec.ID_PATTERN.fullmatch(executor_id):
+        raise ValueError(f"executor id {executor_id!r} is not an identifier ([A-Za-z0-9_-]{{1,128}})")
+    return ExecutorInfo(executor_id=executor_id, command=_command_info(command, None, None, env),
+                        resources=_resources(resources, cpus, mem), name=name or executor_id)
+
+
+def _command_info(command: str | Sequence[str], shell: bool | None, arguments: Sequence[str] | None,
+                  env: Mapping[str, str] | None) -> CommandInfo:
     if isinstance(command, str):
         use_shell = True if shell is None else shell
         argv = list(arguments) if arguments is not None else ([] if use_shell else [command])
-        info = CommandInfo(value=command, shell=use_shell, arguments=argv, environment=dict(env or {}))
-    else:
-        argv = list(command)
-        if not argv:
-            raise ValueError("command must not be empty")
-        if shell:
-            raise ValueError("a command given as an argument list runs without a shell")
-        info = CommandInfo(value=argv[0], shell=False, arguments=argv, environment=dict(env or {}))
+        return CommandInfo(value=command, shell=use_shell, arguments=argv, environment=dict(env or {}))
+    argv = list(command)
+    if not argv:
+        raise ValueError("command must not be empty")
+    if shell:
+        raise ValueError("a command given as an argument list runs without a shell")
+    return CommandInfo(value=argv[0], shell=False, arguments=argv, environment=dict(env or {}))
+
+
+def _resources(resources: Resources | str | None, cpus: float, mem: float) -> Resources:
     if isinstance(resources, str):
-        res = Resources.parse(resources)
-    elif resources is not None:
-        res = resources
-    else:
-        res = Resources.of(cpus=cpus, mem=mem)
-    return TaskInfo(task_id=task_id, agent_id=agent_id, resources=res, command=info, name=name or task_id)
+        return Resources.parse(resources)
+    if resources is not None:
+        return resources
+    return Resources.of(cpus=cpus, mem=mem)
 
 
 _CALL_TYPES: dict[type, str] = {}
@@ -335,6 +361,8 @@ class SchedulerDriver(SchedulerCalls):
         elif isinstance(body, protocol.Update):
             for status in body.updates:  # answers to RECONCILE: delivered even if seen before
                 self._callback("status_update", self, status)
+        elif isinstance(body, protocol.ExecutorMessage):
+            self._callback("framework_message", self, body.agent_id, body.executor_id, body.data)
         elif isinstance(body, protocol.Error):
             log.warning("framework=%s call=%s id=%s refused: %s", self.framework_id, body.call_type,
                         body.call_id, body.message)

@@ -34,6 +34,9 @@ class Scheduler:
     def status_update(self, driver: SchedulerDriver, status: TaskStatus) -> None:
         """A task changed state (each update is delivered once: duplicates are filtered by uuid)."""
 
+    def framework_message(self, driver: SchedulerDriver, agent_id: str, executor_id: str, data: bytes) -> None:
+        """One of the framework's executors sent ``data`` (Mesos' MESSAGE event): best effort, at most once."""
+
     def error(self, driver: SchedulerDriver, message: str) -> None:
         """The master refused a call (see ``call_refused`` for which one)."""
 

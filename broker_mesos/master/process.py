@@ -92,6 +92,8 @@ def check_routing(delivery: Delivery, envelope: codec.Envelope) -> None:
         return
     if isinstance(body, protocol.Register | protocol.Heartbeat):
         want = topology.KEY_REGISTER if isinstance(body, protocol.Register) else topology.KEY_HEARTBEAT
+    elif isinstance(body, protocol.FromExecutor):
+        want = topology.KEY_MESSAGE
     else:
         want = envelope.type
     if key != want:
@@ -285,7 +287,7 @@ class MasterProcess:
             elif denied is None and isinstance(body, protocol.Accept):
                 denied = self.state.acl_check_accept(who, body)
             return denied
-        if isinstance(body, protocol.Register | protocol.Heartbeat):
+        if isinstance(body, protocol.Register | protocol.Heartbeat | protocol.FromExecutor):
             return security.check_agent(who, body.agent_id)
         if isinstance(body, protocol.Status):
             if who is not None and who.kind is security.Kind.MASTER:
@@ -332,8 +334,12 @@ class MasterProcess:
         envelope = self._decode(delivery, protocol.AGENT_MESSAGES)
         if envelope is None:
             return
+        if isinstance(envelope.body, protocol.FromExecutor):
+            self._on_from_executor(delivery, envelope.body)
+            return
         agent = self.state.agents.get(envelope.body.agent_id)
-        before = (agent is not None, len(agent.tasks) if agent else 0, agent.total if agent else None)
+        before = (agent is not None, len(agent.tasks) if agent else 0, agent.total if agent else None,
+                  frozenset(agent.executors) if agent else frozenset())
 
         def apply(now: float) -> list[Effect]:
             try:
@@ -345,10 +351,25 @@ class MasterProcess:
                                PublishEvent("agent.refused", {"agent_id": agent_id, "reason": exc.reason})])
                 raise _Settled from None
             after = self.state.agents[envelope.body.agent_id]
-            self._changed_now = before != (True, len(after.tasks), after.total)
+            self._changed_now = before != (True, len(after.tasks), after.total, frozenset(after.executors))
             return effects
 
         self._apply(delivery, envelope, apply)
+
+    def _on_from_executor(self, delivery: Delivery, message: protocol.FromExecutor) -> None:
+        """An executor's message for its scheduler (best effort): relayed if the executor is booked on
+        the sending agent for that framework, else dead-lettered with the reason. Changes no state."""
+        try:
+            effects = self.state.from_executor(message, self.clock())
+        except CallRefused as exc:
+            self._log_refusal(f"agent={message.agent_id}", "FROM_EXECUTOR", exc.reason)
+            self.bus.dead_letter(delivery, exc.reason)
+            return
+        if not effects:
+            log.debug("framework=%s is not subscribed: dropped a message of executor %s", message.framework_id,
+                      message.executor_id)
+        self._perform(effects)
+        self.bus.ack(delivery)
 
     def _on_call(self, delivery: Delivery) -> None:
         envelope = self._decode(delivery, protocol.FRAMEWORK_CALLS + protocol.ADMIN_CALLS)
@@ -367,6 +388,7 @@ class MasterProcess:
             protocol.Suppress: lambda now: self.state.suppress(call, now),
             protocol.Reconcile: lambda now: self.state.reconcile(call, reply_to, envelope.id, now),
             protocol.Teardown: lambda now: self.state.teardown(call, now),
+            protocol.Message: lambda now: self.state.message(call, now),
         }
         try:
             effects = handlers[type(call)](now)
@@ -374,7 +396,7 @@ class MasterProcess:
             self._log_refusal(f"framework={call.framework_id}", envelope.type, exc.reason)
             error = protocol.Error(exc.reason, envelope.type, envelope.id)
             self._perform([ToFramework(call.framework_id, error, reply_to, envelope.id)])
-            self._done(delivery)
+            self._done(delivery, changed=not isinstance(call, protocol.Message))  # a refused ACCEPT used offers
             return
         except Exception as exc:  # a bug must not take the master down; the message says which
             log.exception("internal error applying %s", envelope.type)
@@ -384,6 +406,9 @@ class MasterProcess:
         if isinstance(call, protocol.Accept) and effects:
             log.debug("framework=%s launched %d tasks", call.framework_id, len(call.tasks))
         self._perform(effects)
+        if isinstance(call, protocol.Message):  # relayed, nothing changed: no snapshot, no round
+            self._done(delivery, changed=False)
+            return
         self._maybe_round()
         self._done(delivery)
         if isinstance(call, protocol.Subscribe):
@@ -498,7 +523,7 @@ class MasterProcess:
 
     def _to_framework(self, effect: ToFramework, now: float) -> None:
         body = codec.encode(effect.body, now)
-        perishable = isinstance(effect.body, (protocol.Offers, protocol.Rescind))
+        perishable = isinstance(effect.body, (protocol.Offers, protocol.Rescind, protocol.ExecutorMessage))
         expiration = int(self.config.offer_timeout * 1000) if isinstance(effect.body, protocol.Offers) else None
         if effect.reply_to and reply_allowed(effect.reply_to, effect.framework_id):
             self.bus.publish("", effect.reply_to, body, persistent=not perishable,

@@ -3,9 +3,10 @@
 The active master writes one snapshot (msgpack) to the quorum queue ``master.registry``, which keeps
 only the latest message. What is in it: agents (total resources, attributes), frameworks (role, weight,
 failover timeout, whether their scheduler was seen), the allocator policy and role settings, live tasks
-(where, how much, state), the last completed tasks (so RECONCILE still answers for them), agents removed
-for silence (with the tasks declared LOST, killed if they return) and the id counters. Offers are not in
-it: they die with the master that made them and their resources return to the pool.
+(where, how much, state), booked executors (where, whose, their ExecutorInfo and resources), the last
+completed tasks (so RECONCILE still answers for them), agents removed for silence (with the tasks
+declared LOST, killed if they return) and the id counters. Offers are not in it: they die with the
+master that made them and their resources return to the pool.
 
 The snapshot is a pure function of ``MasterState``; ``restore`` rebuilds a state whose books balance
 (``check_invariants`` holds) and treats every agent and framework as just heard from (``now``), so
@@ -19,9 +20,10 @@ from typing import Any
 
 import msgpack
 
+from broker_mesos.core import codec
 from broker_mesos.core.allocation.roles import RoleConfig
-from broker_mesos.core.master import AgentRecord, FrameworkRecord, MasterState, TaskRecord
-from broker_mesos.core.protocol import TaskState
+from broker_mesos.core.master import AgentRecord, ExecutorRecord, FrameworkRecord, MasterState, TaskRecord
+from broker_mesos.core.protocol import ExecutorInfo, TaskState
 from broker_mesos.core.resources import Resources
 from broker_mesos.core.security import FrameworkAcl
 
@@ -57,6 +59,8 @@ def snapshot(state: MasterState, master_id: str, seen_consuming: set[str]) -> by
                        for f in state.frameworks.values()],
         "tasks": [[t.framework_id, t.task_id, t.agent_id, t.resources.to_wire(), t.state.value]
                   for t in state.tasks.values()],
+        "executors": [[e.agent_id, e.framework_id, e.executor_id, None if e.info is None else codec.to_wire(e.info),
+                       e.resources.to_wire()] for e in state.executors.values()],
         "completed": [[t.framework_id, t.task_id, t.agent_id, t.resources.to_wire(), t.state.value]
                       for t in completed],
         "removed_agents": [[agent_id, [list(key) for key in sorted(keys)]]
@@ -117,6 +121,10 @@ def _load(state: MasterState, data: dict[str, Any], now: float) -> None:
         if framework is not None:
             framework.tasks.add(task_id)
             framework.allocated = framework.allocated + task.resources.quantity()
+    for agent_id, fw, executor_id, info, resources in data.get("executors", []):
+        _load_executor(state, ExecutorRecord(
+            agent_id, fw, executor_id, None if info is None else codec.decode_body(ExecutorInfo, info, "executor"),
+            Resources.from_wire(resources), now))
     for fw, task_id, agent_id, resources, value in data["completed"]:
         state.completed[(fw, task_id)] = TaskRecord(task_id, fw, agent_id, Resources.from_wire(resources),
                                                     TaskState(value))
@@ -131,3 +139,17 @@ def _load(state: MasterState, data: dict[str, Any], now: float) -> None:
     for user, roles, users in data.get("acls", []):
         state.acls[str(user)] = FrameworkAcl(frozenset(map(str, roles)), frozenset(map(str, users)))
     state.changes += 1
+
+
+def _load_executor(state: MasterState, record: ExecutorRecord) -> None:
+    """Book a restored executor as ``MasterState`` does (its grace to be reported starts now)."""
+    agent = state.agents.get(record.agent_id)
+    if agent is None or not record.resources <= agent.free:
+        return  # cannot happen in a snapshot written by MasterState; never unbalance the books
+    state.executors[record.key] = record
+    agent.free = agent.free - record.resources
+    agent.executors.add((record.framework_id, record.executor_id))
+    framework = state.frameworks.get(record.framework_id)
+    if framework is not None:
+        framework.executors.add((record.agent_id, record.executor_id))
+        framework.allocated = framework.allocated + record.resources.quantity()

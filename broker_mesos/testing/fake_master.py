@@ -1,5 +1,6 @@
-"""A fake master for agent tests: sends RUN_TASKS / KILL_TASKS straight to a real agent process and reads
-what it reports (STATUS on `status`, REGISTER / HEARTBEAT on `agent.register`), over a blocking pika
+"""A fake master for agent tests: sends RUN_TASKS / KILL_TASKS / TO_EXECUTOR / SHUTDOWN_EXECUTORS straight
+to a real agent process and reads what it reports (STATUS on `status`, REGISTER / HEARTBEAT and its
+executors' FROM_EXECUTOR on `agent.register`), over a blocking pika
 connection of the test's own, with no master process in between. Only for clusters in development mode
 (agents that are no principal accept task messages from anyone)."""
 
@@ -14,7 +15,16 @@ import pika
 from broker_mesos.bus import topology
 from broker_mesos.bus.connection import CONTENT_TYPE
 from broker_mesos.core import codec
-from broker_mesos.core.protocol import Heartbeat, KillTasks, RunTasks, TaskInfo, TaskState, TaskStatus
+from broker_mesos.core.protocol import (
+    Heartbeat,
+    KillTasks,
+    RunTasks,
+    ShutdownExecutors,
+    TaskInfo,
+    TaskState,
+    TaskStatus,
+    ToExecutor,
+)
 from broker_mesos.testing.wait import wait_for
 
 PERSISTENT_MSGPACK = pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=2)
@@ -30,11 +40,11 @@ class FakeMaster:
         for ex in topology.EXCHANGES:
             self.ch.exchange_declare(ex.name, ex.type, durable=True)
         self.agents_q = self.ch.queue_declare("", exclusive=True).method.queue
-        for key in (topology.KEY_REGISTER, topology.KEY_HEARTBEAT):
+        for key in (topology.KEY_REGISTER, topology.KEY_HEARTBEAT, topology.KEY_MESSAGE):
             self.ch.queue_bind(self.agents_q, topology.AGENT_REGISTER, routing_key=key)
         self.status_q = self.ch.queue_declare("", exclusive=True).method.queue
         self.ch.queue_bind(self.status_q, topology.STATUS, routing_key="#")
-        self.agent_msgs: list[tuple[str, Any]] = []  # (routing key, body) of REGISTER / HEARTBEAT
+        self.agent_msgs: list[tuple[str, Any]] = []  # (routing key, body) of REGISTER / HEARTBEAT / FROM_EXECUTOR
         self.statuses: list[TaskStatus] = []
         self.status_keys: list[str] = []  # the routing key of each STATUS message, in arrival order
         self._key_of: dict[str, str] = {}  # update uuid -> the routing key it came with
@@ -91,6 +101,13 @@ class FakeMaster:
 
     def kill(self, agent_id: str, *task_ids: str) -> None:
         self.send(agent_id, KillTasks(self.framework_id, list(task_ids)))
+
+    def to_executor(self, agent_id: str, executor_id: str, data: bytes) -> None:
+        self.send(agent_id, ToExecutor(self.framework_id, executor_id, data))
+
+    def shutdown_executors(self, agent_id: str, *executor_ids: str) -> None:
+        """SHUTDOWN_EXECUTORS of these executors of the framework (all of them when none is named)."""
+        self.send(agent_id, ShutdownExecutors(self.framework_id, list(executor_ids)))
 
     def send(self, agent_id: str, body: Any) -> None:
         """Publish ``body`` to ``agent_id``; a RUN_TASKS' tasks are placed on it (agents refuse others')."""

@@ -43,6 +43,8 @@ def _valid(tp: Any, meta: Any) -> Any:
         return "web" if meta.get("role") else "x1" if meta.get("id") else "text"
     if tp is bool:
         return True
+    if tp is bytes:
+        return b"\x00\xffdata"
     if tp in (int, float):
         lo, hi = meta.get("min"), meta.get("max")
         value = (lo + hi) / 2 if lo is not None and hi is not None else (lo or 0) + 1.5

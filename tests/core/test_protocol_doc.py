@@ -27,7 +27,7 @@ from broker_mesos.core.resources import _NAME, Resources
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 NESTED = (protocol.CommandInfo, protocol.TaskInfo, protocol.TaskStatus, protocol.Offer, protocol.AgentTask,
-          protocol.Usage)
+          protocol.Usage, protocol.ExecutorInfo, protocol.AgentExecutor)
 ROW = re.compile(r"^\|\s*`(?P<field>[a-z_]+)`\s*\|\s*(?P<type>[^|]+?)\s*\|\s*(?P<default>[^|]+?)\s*\|")
 
 
@@ -44,7 +44,7 @@ def _blocks(doc: str) -> dict[str, list[tuple[str, str, str]]]:
         if line.startswith("#"):
             current = []
         elif line.startswith("**"):
-            current = re.findall(r"\*\*([A-Za-z_]+)\*\*", line.split(" — ")[0])
+            current = re.findall(r"\*\*([A-Za-z_.]+)\*\*", line.split(" — ")[0])
             for name in current:
                 out.setdefault(name, [])
         elif (m := ROW.match(line)) and current:
@@ -66,6 +66,8 @@ def _wire_type(tp: Any, meta: Any) -> str:
         return "id" if meta.get("id") else "str"
     if tp is bool:
         return "bool"
+    if tp is bytes:
+        return "bytes"
     if tp is int:
         return "int"
     if tp is float:
@@ -99,6 +101,8 @@ def _expected_rows(cls: type) -> dict[str, tuple[str, str]]:
                 default = "absent"
             elif isinstance(value, Resources) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
                 default = "{}"
+            elif isinstance(value, bytes):
+                default = json.dumps(value.decode())
             else:
                 default = json.dumps(value.value if isinstance(value, enum.Enum) else value, ensure_ascii=False)
         rows[f.name] = (_wire_type(hints[f.name], f.metadata), default)

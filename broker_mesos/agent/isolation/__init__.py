@@ -74,6 +74,10 @@ class Isolator(Protocol):
     def create(self, key: TaskKey, resources: Resources) -> Container:
         """A new container limited to ``resources``; ``OSError`` (the task fails to start) if it cannot be made."""
 
+    def resize(self, container: Container, resources: Resources) -> None:
+        """Limit a live container (made by this isolator, or attached from a record) to ``resources``
+        from now on (an executor's container follows its tasks); ``OSError`` if a limit cannot be set."""
+
     def sweep(self, keep: Collection[TaskKey]) -> tuple[int, list[Path]]:
         """Remove this agent's empty containers of tasks not in ``keep`` (left by an earlier agent process);
         returns how many went and the cgroups that still hold processes (left alone)."""

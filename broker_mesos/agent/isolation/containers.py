@@ -55,6 +55,19 @@ class Containers:
         if container is not None:
             self._live[key] = container
 
+    def resize(self, key: TaskKey, resources: Resources) -> bool:
+        """Limit a live container to ``resources`` from now on; False (logged) when it cannot be."""
+        container = self._live.get(key)
+        if container is None:
+            return False
+        try:
+            self.isolator.resize(container, resources)
+        except OSError as exc:
+            log.warning("agent %s: task=%s framework=%s: cannot resize its container to %s: %s", self.agent_id,
+                        key[1], key[0], resources, exc)
+            return False
+        return True
+
     def kill(self, key: TaskKey) -> None:
         container = self._live.get(key)
         if container is not None:

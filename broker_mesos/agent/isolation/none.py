@@ -40,6 +40,9 @@ class NoIsolation:
     def create(self, key: TaskKey, resources: Resources) -> Unconfined:
         return Unconfined()
 
+    def resize(self, container: object, resources: Resources) -> None:
+        return None
+
     def sweep(self, keep: Collection[TaskKey]) -> tuple[int, list[Path]]:
         return 0, []
 

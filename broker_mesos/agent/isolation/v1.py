@@ -106,20 +106,35 @@ class CgroupsV1:
         try:
             for d in dirs.values():
                 cgroupfs.make_dir(d)
-            cgroupfs.write(dirs["memory"] / "memory.limit_in_bytes", limits.memory_bytes)
-            if self.memsw:
-                cgroupfs.write(dirs["memory"] / "memory.memsw.limit_in_bytes", limits.memory_bytes)
-            if "cpu" in dirs:
-                cgroupfs.write(dirs["cpu"] / "cpu.shares", limits.cpu_shares)
-                if limits.cfs_quota_us is not None:
-                    cgroupfs.write(dirs["cpu"] / "cpu.cfs_period_us", limits.cfs_period_us)
-                    cgroupfs.write(dirs["cpu"] / "cpu.cfs_quota_us", limits.cfs_quota_us)
+            self._write_limits(dirs, resources, growing=False)  # from unlimited: memory first
             if "pids" in dirs and limits.pids_max is not None:
                 cgroupfs.write(dirs["pids"] / "pids.max", limits.pids_max)
         except OSError:
             container.remove()
             raise
         return container
+
+    def resize(self, container: object, resources: Resources) -> None:
+        """Set a live container's memory and CPU to ``resources`` (an executor's, as its tasks come and go)."""
+        if isinstance(container, V1Container):
+            old = _read_int(container.dirs["memory"] / "memory.limit_in_bytes")
+            self._write_limits(container.dirs, resources,
+                               growing=task_limits(resources, self.policy).memory_bytes >= old)
+
+    def _write_limits(self, dirs: Mapping[str, Path], resources: Resources, growing: bool) -> None:
+        """v1 refuses a memory limit above memsw's, and memsw below memory's: the order follows the move."""
+        limits = task_limits(resources, self.policy)
+        memory = [("memory.limit_in_bytes", limits.memory_bytes)]
+        if self.memsw:
+            memsw = ("memory.memsw.limit_in_bytes", limits.memory_bytes)
+            memory = [memsw, *memory] if growing else [*memory, memsw]
+        for name, value in memory:
+            cgroupfs.write(dirs["memory"] / name, value)
+        if "cpu" in dirs:
+            cgroupfs.write(dirs["cpu"] / "cpu.shares", limits.cpu_shares)
+            if limits.cfs_quota_us is not None:
+                cgroupfs.write(dirs["cpu"] / "cpu.cfs_period_us", limits.cfs_period_us)
+                cgroupfs.write(dirs["cpu"] / "cpu.cfs_quota_us", limits.cfs_quota_us)
 
     def sweep(self, keep: Collection[TaskKey]) -> tuple[int, list[Path]]:
         return cgroupfs.sweep(self.agent_dirs.values(), keep)

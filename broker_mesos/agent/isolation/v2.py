@@ -142,21 +142,30 @@ class CgroupsV2:
                 d.parent.mkdir()
                 _enable(d.parent, self.enabled)
             cgroupfs.make_dir(d)
-            cgroupfs.write(d / "memory.max", limits.memory_bytes)
             if self.swap:
                 cgroupfs.write(d / "memory.swap.max", 0)
             if self.oom_group:
                 cgroupfs.write(d / "memory.oom.group", 1)
-            if "cpu" in self.enabled:
-                cgroupfs.write(d / "cpu.weight", limits.cpu_weight)
-                if limits.cfs_quota_us is not None:
-                    cgroupfs.write(d / "cpu.max", f"{limits.cfs_quota_us} {limits.cfs_period_us}")
             if "pids" in self.enabled and limits.pids_max is not None:
                 cgroupfs.write(d / "pids.max", limits.pids_max)
+            self._write_limits(d, resources)
         except OSError:
             container.remove()
             raise
         return container
+
+    def resize(self, container: object, resources: Resources) -> None:
+        """Set a live container's memory and CPU to ``resources`` (an executor's, as its tasks come and go)."""
+        if isinstance(container, V2Container):
+            self._write_limits(container.dir, resources)
+
+    def _write_limits(self, d: Path, resources: Resources) -> None:
+        limits = task_limits(resources, self.policy)
+        cgroupfs.write(d / "memory.max", limits.memory_bytes)
+        if "cpu" in self.enabled:
+            cgroupfs.write(d / "cpu.weight", limits.cpu_weight)
+            if limits.cfs_quota_us is not None:
+                cgroupfs.write(d / "cpu.max", f"{limits.cfs_quota_us} {limits.cfs_period_us}")
 
     def sweep(self, keep: Collection[TaskKey]) -> tuple[int, list[Path]]:
         return cgroupfs.sweep([self.agent_dir], keep)
