@@ -20,8 +20,10 @@ Layout, under ``<work_dir>/meta/`` (task sandboxes stay where users look for the
         subscribed                   present once it subscribed (so it had been sent its tasks)
         shutdown                     present once the agent asked it to shut down
 
-An executor's tasks are checkpointed like other tasks (their ``task`` names the executor) but have no
-``pid``: they run inside the executor.
+An executor's tasks are not checkpointed one directory each but in one append-only file of their
+executor, ``tasks.log`` in its meta directory (``ExecutorTaskLog``): a task launched, a kill asked, a
+task done are one record each (an append costs about 1.5 µs on this machine's ext4, a directory and
+two files per task about 400 µs, which capped a warm executor near 1,400 tasks/s).
 
 Files are replaced atomically (write a temporary file, then rename), so a crash never leaves a
 half-written one behind. Nothing is fsynced: the fault model is a process dying, not the machine
@@ -41,7 +43,7 @@ import os
 import shutil
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import msgpack
@@ -49,6 +51,7 @@ import msgpack
 from broker_mesos.core import codec
 from broker_mesos.core.agent_executors import executor_id_of, executor_key
 from broker_mesos.core.errors import ProtocolError
+from broker_mesos.core.framing import FrameReader, frame
 from broker_mesos.core.protocol import ExecutorInfo, RunTasks, Status, TaskInfo, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,13 @@ KILL_FILE = "kill"
 DONE_FILE = "done"
 EXECUTORS_DIR = "executors"
 EXECUTOR_FILE = "executor"
+EXECUTOR_TASKS_LOG = "tasks.log"
+EXECUTOR_LOG_COMPACT_BYTES = 8 * 1024 * 1024
+"""An executor's task log is rewritten with only its live tasks (and its latest finished ids) once it
+has grown past this many bytes since it was last written whole."""
+EXECUTOR_LOG_FINISHED_KEPT = 10_000
+"""How many finished task ids a compacted log keeps (so a redelivered RUN_TASKS after a restart is
+still recognised)."""
 SHUTDOWN_FILE = "shutdown"
 SUBSCRIBED_FILE = "subscribed"
 WORK_DIR_MODE = 0o711
@@ -243,8 +253,9 @@ def record_kill(meta: Path) -> None:
 
 
 def record_done(meta: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (meta / DONE_FILE).touch(mode=PRIVATE_FILE_MODE)
+    with contextlib.suppress(FileNotFoundError):  # os.open, not Path.touch: half the cost (no utime first)
+        os.close(os.open(meta / DONE_FILE, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         PRIVATE_FILE_MODE))
 
 
 @dataclass(frozen=True)
@@ -272,7 +283,7 @@ def record_executor(work_dir: Path, framework_id: str, info: ExecutorInfo, token
     """Checkpoint an executor before it is spawned (root-only, like everything in ``meta``); its meta dir."""
     meta = executor_meta_dir(work_dir, framework_id, info.executor_id)
     make_private_dirs(meta)
-    for name in (DONE_FILE, SHUTDOWN_FILE, PID_FILE, SUBSCRIBED_FILE):
+    for name in (DONE_FILE, SHUTDOWN_FILE, PID_FILE, SUBSCRIBED_FILE, EXECUTOR_TASKS_LOG):
         (meta / name).unlink(missing_ok=True)
     data = {"framework_id": framework_id, "info": codec.to_wire(info), "token": token, "user": user, "uid": uid}
     write_atomically(meta / EXECUTOR_FILE, msgpack.packb(data, use_bin_type=True))
@@ -450,3 +461,88 @@ def _proc_stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     return text[text.rfind(")") + 2:].split()
+
+
+class ExecutorTaskLog:
+    """The checkpoint of one executor's tasks: records appended to ``<meta>/tasks.log``, each a frame
+    (``core.framing``) holding a msgpack list: ``["launch", <RUN_TASKS envelope of the one task>]``,
+    ``["kill", task_id]``, ``["done", task_id]``. Nothing is fsynced (the fault model is a process dying,
+    as for every checkpoint); a record cut short by a crash is the last one and is ignored on reading.
+    ``compact`` rewrites it whole (atomically) with what is still live."""
+
+    def __init__(self, meta: Path) -> None:
+        self.path = meta / EXECUTOR_TASKS_LOG
+        self._fd: int | None = None
+        self.appended = 0  # bytes since it was last written whole
+
+    def launched(self, framework_id: str, task: TaskInfo) -> None:
+        self._append(_launch_record(framework_id, task))
+
+    def killed(self, task_id: str) -> None:
+        self._append(frame(msgpack.packb(["kill", task_id])))
+
+    def done(self, task_id: str) -> None:
+        self._append(frame(msgpack.packb(["done", task_id])))
+
+    def needs_compaction(self) -> bool:
+        return self.appended > EXECUTOR_LOG_COMPACT_BYTES
+
+    def compact(self, framework_id: str, live: list[tuple[TaskInfo, bool]], finished: list[str]) -> None:
+        """Rewrite the log: ``live`` tasks (with their kill flag), then the ``finished`` ids (the latest
+        ``EXECUTOR_LOG_FINISHED_KEPT``)."""
+        records = []
+        for task, kill_requested in live:
+            records.append(_launch_record(framework_id, task))
+            if kill_requested:
+                records.append(frame(msgpack.packb(["kill", task.task_id])))
+        records.extend(frame(msgpack.packb(["done", t])) for t in finished[-EXECUTOR_LOG_FINISHED_KEPT:])
+        self.close()
+        write_atomically(self.path, b"".join(records))
+        self.appended = 0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _append(self, data: bytes) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               PRIVATE_FILE_MODE)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self.appended += len(data)
+
+
+def _launch_record(framework_id: str, task: TaskInfo) -> bytes:
+    return frame(msgpack.packb(["launch", codec.encode(RunTasks(framework_id, [task]), 0.0)], use_bin_type=True))
+
+
+def read_executor_tasks(meta: Path) -> tuple[list[CheckpointedTask], list[str]]:
+    """(live tasks, finished task ids) of an executor's task log, in launch order; an unreadable record
+    ends the reading (what follows a torn write cannot be trusted), logged."""
+    try:
+        raw = (meta / EXECUTOR_TASKS_LOG).read_bytes()
+    except FileNotFoundError:
+        return [], []
+    tasks: dict[str, CheckpointedTask] = {}
+    finished: dict[str, None] = {}
+    try:
+        for record in FrameReader(max_frame=len(raw) + 1).feed(raw):
+            kind, value = msgpack.unpackb(record, raw=False)
+            if kind == "launch":
+                body = codec.decode(value).body
+                if not isinstance(body, RunTasks) or len(body.tasks) != 1:
+                    raise ProtocolError("not a one-task RUN_TASKS")
+                task = body.tasks[0]
+                tasks[task.task_id] = CheckpointedTask(body.framework_id, task, meta, None, None, False, False)
+                finished.pop(task.task_id, None)
+            elif kind == "kill" and value in tasks:
+                tasks[value] = replace(tasks[value], kill_requested=True)
+            elif kind == "done":
+                tasks.pop(value, None)
+                finished[value] = None
+    except (ValueError, TypeError, ProtocolError, msgpack.UnpackException) as exc:
+        log.error("executor task log %s is unreadable past a point (%s); the rest is ignored", meta, exc)
+    return list(tasks.values()), list(finished)

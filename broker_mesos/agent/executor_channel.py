@@ -84,6 +84,8 @@ class ChannelServer:
         self._listener: socket.socket | None = None
         self._connections: dict[int, Connection] = {}
         self._limiter = LogLimiter(burst=5, period=60.0)
+        self._unwritten: dict[int, Connection] = {}  # written at the end of this loop turn
+        self._write_scheduled = False
 
     def start(self) -> None:
         """(Re)create the socket: ``<work_dir>/run`` 0755, the socket 0666 (executors run as other users;
@@ -189,8 +191,10 @@ class ChannelServer:
 
     # -- writing ----------------------------------------------------------------------------------
     def send(self, conn: Connection, body: Any) -> bool:
-        """Queue one event for ``conn`` and write what the socket takes; False when ``conn`` is closed
-        (or is closed now: its queue passed ``MAX_OUTGOING``). ``ValueError`` for a body over a frame."""
+        """Queue one event for ``conn``, written at the end of this loop turn together with the others
+        queued in it (one system call for a RUN_TASKS' many LAUNCH frames, not one each); False when
+        ``conn`` is closed (or is closed now: its queue passed ``MAX_OUTGOING``). ``ValueError`` for a
+        body over a frame."""
         if conn.closed:
             return False
         conn.outgoing += frame(codec.encode(body, time.time()))
@@ -198,8 +202,17 @@ class ChannelServer:
             self._log("slow", f"executor socket: {conn!r} reads nothing ({len(conn.outgoing)} bytes queued); dropped")
             self.close(conn)
             return False
-        self._write(conn)
-        return not conn.closed
+        self._unwritten[conn.fd] = conn
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self.bus.call_later(0, self._write_queued)
+        return True
+
+    def _write_queued(self) -> None:
+        self._write_scheduled = False
+        queued, self._unwritten = self._unwritten, {}
+        for conn in queued.values():
+            self._write(conn)
 
     def _write(self, conn: Connection) -> None:
         while conn.outgoing and not conn.closed:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from broker_mesos.agent.checkpoint import ExecutorTaskLog
 from broker_mesos.agent.executor_channel import Connection
 from broker_mesos.core.agent_executors import ExecutorEnd, executor_key
 from broker_mesos.core.agent_state import Outcome, TaskEntry, TaskKey, TaskTable
@@ -68,6 +69,8 @@ class ExecutorRun:
     shutting_down: bool = False
     idle_since: float | None = None
     disconnected_at: float | None = None  # its connection closed while it runs (it should reconnect)
+    log: ExecutorTaskLog | None = None  # the checkpoint of its tasks (None: checkpointing is off)
+    finished: list[str] = field(default_factory=list)  # ids of its ended tasks, for the log's compaction
 
     @property
     def executor_id(self) -> str:

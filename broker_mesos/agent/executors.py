@@ -106,6 +106,9 @@ class ExecutorManager:
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._acks: list[tuple[Connection, str, str]] = []  # sent after the next flush
         self._limiter = LogLimiter(burst=5, period=60.0)
+        self._resize_due: set[TaskKey] = set()
+        self._resize_scheduled = False
+        self._ended: dict[TaskKey, ExecutorRun] = {}  # reaped; their task log open until the next flush
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -157,9 +160,17 @@ class ExecutorManager:
                             entry.framework_id, refusal)
                 self.host.report(entry, Outcome(TaskState.FAILED, None, refusal, REASON_TASK_INVALID))
                 return
+        if run.log is not None:
+            try:
+                run.log.launched(entry.framework_id, entry.task)
+            except OSError as exc:
+                log.warning("agent %s: task=%s framework=%s cannot be checkpointed: %s", self.host.agent_id,
+                            entry.task_id, entry.framework_id, exc)
+                self.host.report(entry, Outcome(TaskState.FAILED, None, f"failed to start: {exc}", ""))
+                return
         run.tasks[entry.task_id] = entry.task
         run.idle_since = None
-        self._resize(run)
+        self._schedule_resize(run)
         if run.subscribed and run.conn is not None:
             self._send_launch(run, entry.task)
         else:
@@ -197,7 +208,8 @@ class ExecutorManager:
             self._forget(fw, key)
             self.host.report(entry, failed_to_start(info.executor_id, str(exc)))
             return None
-        run = ExecutorRun(fw, info, token, user.name, user.uid, meta)
+        run = ExecutorRun(fw, info, token, user.name, user.uid, meta,
+                          log=checkpoint.ExecutorTaskLog(meta) if self.checkpointing else None)
         self._runs[key] = run
         log.info("agent %s: started %r as user %s", self.host.agent_id, run, user.name)
         self.bus.call_later(self.timeouts.register, lambda: self._registration_timeout(run))
@@ -239,13 +251,57 @@ class ExecutorManager:
 
     def _task_gone(self, run: ExecutorRun, task_id: str) -> None:
         if run.tasks.pop(task_id, None) is not None:
-            self._resize(run)
+            self._schedule_resize(run)
         if not run.tasks and run.idle_since is None:
             run.idle_since = self.clock()
 
-    def _resize(self, run: ExecutorRun) -> None:
-        self.command.containers.resize(run.key, container_resources(run.info.resources,
-                                                                    (t.resources for t in run.tasks.values())))
+    def _schedule_resize(self, run: ExecutorRun) -> None:
+        """Size the executor's container to it and its live tasks at the end of this loop turn: once per
+        turn, however many of its tasks came or went in it (a RUN_TASKS of 1,000 tasks costs one O(n)
+        sum and one write of the limits, not 1,000). A task's LAUNCH frame leaves in the same turn."""
+        self._resize_due.add(run.key)
+        if not self._resize_scheduled:
+            self._resize_scheduled = True
+            self.bus.call_later(0, self._apply_resizes)
+
+    def _apply_resizes(self) -> None:
+        self._resize_scheduled = False
+        due, self._resize_due = self._resize_due, set()
+        for key in due:
+            run = self._runs.get(key)
+            if run is not None:
+                self.command.containers.resize(run.key, container_resources(
+                    run.info.resources, (t.resources for t in run.tasks.values())))
+
+    # -- the checkpoint of executors' tasks (their ExecutorTaskLog) -----------------------------------
+    def record_kill(self, entry: TaskEntry) -> None:
+        run = self._run_of(entry)
+        if run is not None and run.log is not None:
+            self._logged(run, lambda log_: log_.killed(entry.task_id))
+
+    def record_done(self, framework_id: str, executor_id: str, task_id: str) -> None:
+        """A task's last update is journaled: mark it done in its executor's log (compacted when due)."""
+        key = executor_key(framework_id, executor_id)
+        run = self._runs.get(key) or self._ended.get(key)
+        if run is None or run.log is None:
+            return
+        run.finished.append(task_id)
+        if len(run.finished) > 2 * checkpoint.EXECUTOR_LOG_FINISHED_KEPT:
+            del run.finished[:-checkpoint.EXECUTOR_LOG_FINISHED_KEPT]
+        self._logged(run, lambda log_: log_.done(task_id))
+        if run.log.needs_compaction():
+            live = []
+            for task in run.tasks.values():
+                entry = self.host.tasks.get((framework_id, task.task_id))
+                live.append((task, entry is not None and entry.kill_requested))
+            self._logged(run, lambda log_: log_.compact(framework_id, live, run.finished))
+
+    def _logged(self, run: ExecutorRun, write: Callable[[checkpoint.ExecutorTaskLog], None]) -> None:
+        assert run.log is not None
+        try:
+            write(run.log)
+        except OSError as exc:
+            self._log(f"log:{run.key}", f"agent {self.host.agent_id}: cannot write the task log of {run!r}: {exc}")
 
     def _run_of(self, entry: TaskEntry) -> ExecutorRun | None:
         info = entry.task.executor
@@ -316,6 +372,10 @@ class ExecutorManager:
 
     def flushed(self) -> None:
         """The agent flushed (journaled and published) its updates: acknowledge the executors' ones."""
+        ended, self._ended = self._ended, {}
+        for run in ended.values():
+            if run.log is not None:
+                run.log.close()
         acks, self._acks = self._acks, []
         for conn, task_id, uuid in acks:
             if not conn.closed:
@@ -324,6 +384,8 @@ class ExecutorManager:
     def exited(self, key: TaskKey, returncode: int | None) -> None:
         """An executor's process was reaped: release its container, end its tasks that had not ended."""
         run = self._runs.pop(key)
+        if run.log is not None:  # the updates ending its tasks are journaled at the next flush: then done
+            self._ended[key] = run
         limitation = self.command.release(key)
         if run.conn is not None:
             conn, run.conn = run.conn, None
@@ -492,7 +554,8 @@ class ExecutorManager:
             assert found.pid is not None
             self.command.adopt(found.key, found.pid, found.start_time)
             run = ExecutorRun(found.framework_id, found.info, found.token, found.user, found.uid, found.meta,
-                              recovering=True, subscribed=False)
+                              recovering=True, subscribed=False,
+                              log=checkpoint.ExecutorTaskLog(found.meta) if self.checkpointing else None)
             if not found.subscribed:
                 unsent.add(found.key)
             self._runs[found.key] = run
@@ -519,7 +582,7 @@ class ExecutorManager:
                 self.host.report(entry, dead.get(key) or executor_end_outcome(ExecutorEnd.EXITED, None,
                                                                               info.executor_id))
         for run in self._runs.values():
-            self._resize(run)
+            self._schedule_resize(run)
 
     def _recover_dead(self, found: CheckpointedExecutor) -> Outcome:
         """An executor that ended while no agent ran: release its container, say how it ended."""

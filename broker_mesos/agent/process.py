@@ -32,6 +32,7 @@ from broker_mesos.agent.executor import CommandExecutor, Executor, make_executor
 from broker_mesos.agent.executors import ExecutorManager, ExecutorTimeouts
 from broker_mesos.agent.isolation import make_isolator
 from broker_mesos.agent.isolation.limits import DEFAULT_PIDS_LIMIT, Policy
+from broker_mesos.agent.logs import LogServer
 from broker_mesos.agent.sandbox import SandboxGC, disk_usage, sandbox_dir
 from broker_mesos.agent.usage import UsageSampler
 from broker_mesos.bus import topology
@@ -58,6 +59,7 @@ from broker_mesos.core.protocol import (
     KillTasks,
     Register,
     RunTasks,
+    SendLog,
     ShutdownExecutors,
     Status,
     TaskInfo,
@@ -149,6 +151,9 @@ class Agent:
         self._disk_due: collections.deque[TaskKey] = collections.deque()  # this disk round's tasks left
         self._disk_limited: dict[TaskKey, Limitation] = {}  # killed for their disk; reported when reaped
         self.sandbox_gc = SandboxGC(config.work_dir, config.sandbox_gc_delay, config.sandbox_gc_min_free)
+        # SEND_LOG: chunks of a sandbox's stdout / stderr to whoever the master names (agent.logs)
+        self.logs = LogServer(bus, config.work_dir, config.agent_id,
+                              lambda fw, task: self.tasks.get((fw, task)) is not None)
         # connected as a principal (agent.<id>): only the master principal's task messages count
         who = security.parse(bus.user, config.master_principal)
         self._secure = who is not None and who.kind is security.Kind.AGENT
@@ -315,7 +320,7 @@ class Agent:
                 elsewhere = [t.task_id for t in body.tasks if t.agent_id != self.agent_id]
                 if elsewhere:
                     raise ProtocolError(f"RUN_TASKS names tasks for another agent: {elsewhere[:5]}")
-            elif not isinstance(body, KillTasks | Error | ToExecutor | ShutdownExecutors):
+            elif not isinstance(body, KillTasks | Error | ToExecutor | ShutdownExecutors | SendLog):
                 raise ProtocolError(f"unexpected message type {envelope.type} on {delivery.queue}")
         except ProtocolError as exc:
             self._reject(delivery, exc.reason)
@@ -330,6 +335,8 @@ class Agent:
         elif isinstance(body, ToExecutor):
             if self.executors is not None:
                 self.executors.to_executor(body)
+        elif isinstance(body, SendLog):
+            self.logs.serve(body, delivery.properties.correlation_id)
         elif self.executors is not None:
             self.executors.shutdown(body.framework_id, body.executor_ids)
         self._pending.append((delivery, None))
@@ -373,17 +380,10 @@ class Agent:
             self._exited(entry, exit_code)
 
     def _launch_in_executor(self, entry: TaskEntry, task: TaskInfo) -> None:
-        """Checkpointed, then handed to its executor; nothing is published until the executor reports."""
+        """Checkpointed (in its executor's task log), then handed to its executor; nothing is published
+        until the executor reports."""
         assert self.executors is not None
-        try:
-            if self._checkpoint_tasks:
-                checkpoint.record_task(self.config.work_dir, entry.framework_id, task)
-        except OSError as exc:
-            log.warning("agent %s: task=%s framework=%s cannot be checkpointed: %s", self.agent_id, entry.task_id,
-                        entry.framework_id, exc)
-            self._update(entry, TaskState.FAILED, message=f"failed to start: {exc}")
-            return
-        self.executors.launch(entry)
+        self.executors.launch(entry)  # checkpointed in its executor's task log
 
     def _kill_tasks(self, msg: KillTasks) -> None:
         for task_id in msg.task_ids:
@@ -400,7 +400,10 @@ class Agent:
             return
         self.tasks.request_kill(entry.key, quiet)
         if self._checkpoint_tasks:
-            checkpoint.record_kill(self._meta(entry))
+            if entry.task.executor is not None and self.executors is not None:
+                self.executors.record_kill(entry)
+            else:
+                checkpoint.record_kill(self._meta(entry))
         if entry.task.executor is not None and self.executors is not None:
             self.executors.kill(entry)
         else:
@@ -465,6 +468,7 @@ class Agent:
         if not self._keep_tasks_on_stop and running and time.monotonic() < self._shutdown_deadline:
             return
         self._finished = True
+        self.logs.close()
         if running and not self._keep_tasks_on_stop:
             log.warning("agent %s: %d task(s) or executor(s) not reaped before shutdown", self.agent_id, running)
         self._flush()
@@ -479,8 +483,8 @@ class Agent:
         self.tasks.set_state(entry.key, state)
         if entry.quiet and state.terminal:  # the master published its end already (a quiet kill)
             if self._checkpoint_tasks:
-                checkpoint.record_done(self._meta(entry))
-                self.sandbox_gc.finished(entry.framework_id, entry.task_id)
+                executor = entry.task.executor
+                self._record_done(entry.framework_id, entry.task_id, executor.executor_id if executor else "")
             return
         self._updates.append(make_status(entry, self.agent_id, state, uuid.uuid4().hex, time.time(),
                                          message, exit_code, reason))
@@ -491,8 +495,7 @@ class Agent:
         self.tasks.set_state(entry.key, status.state)
         if entry.quiet and status.state.terminal:
             if self._checkpoint_tasks:
-                checkpoint.record_done(self._meta(entry))
-                self.sandbox_gc.finished(entry.framework_id, entry.task_id)
+                self._record_done(entry.framework_id, entry.task_id, status.executor_id)
             self._schedule_flush()
             return
         self._updates.append(status)
@@ -504,6 +507,15 @@ class Agent:
     def executor_finished(self, key: TaskKey) -> None:
         if self._checkpoint_tasks:
             self.sandbox_gc.finished(*key)
+
+    def _record_done(self, framework_id: str, task_id: str, executor_id: str) -> None:
+        """The task's last update is journaled: its checkpoint says so (its executor's task log, or its
+        own ``done`` mark and then its sandbox is collectable)."""
+        if executor_id and self.executors is not None:
+            self.executors.record_done(framework_id, executor_id, task_id)
+            return
+        checkpoint.record_done(checkpoint.task_meta_dir(self.config.work_dir, framework_id, task_id))
+        self.sandbox_gc.finished(framework_id, task_id)
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -523,9 +535,7 @@ class Agent:
             if self._checkpoint_tasks:
                 for update in updates:
                     if update.state.terminal:
-                        checkpoint.record_done(checkpoint.task_meta_dir(self.config.work_dir, update.framework_id,
-                                                                        update.task_id))
-                        self.sandbox_gc.finished(update.framework_id, update.task_id)
+                        self._record_done(update.framework_id, update.task_id, update.executor_id)
         if self.executors is not None:
             self.executors.flushed()  # what they sent is journaled (and on its way) now
         pending, self._pending = self._pending, []

@@ -80,7 +80,24 @@ def recover(agent: Agent) -> None:
             assert outcome is not None
             agent.report(entry, outcome)
     if agent.executors is not None:
-        agent.executors.recover(checkpoint.scan_executors(agent.config.work_dir), executor_tasks)
+        executors = checkpoint.scan_executors(agent.config.work_dir)
+        for found_executor in executors:  # the executors' task logs
+            live, finished = checkpoint.read_executor_tasks(found_executor.meta)
+            for task_id in finished:
+                agent.tasks.remember_finished((found_executor.framework_id, task_id))
+            task_log = checkpoint.ExecutorTaskLog(found_executor.meta)
+            try:
+                for found in live:
+                    key = (found.framework_id, found.task.task_id)
+                    if key in reported:  # its last update is in the journal (re-published above): done
+                        agent.tasks.remember_finished(key)
+                        task_log.done(found.task.task_id)
+                        counts[Recovery.FORGET] += 1
+                    else:
+                        executor_tasks.append(found)
+            finally:
+                task_log.close()
+        agent.executors.recover(executors, executor_tasks)
     if any(counts.values()):
         log.info("agent %s recovered its checkpoint: %d task(s) re-attached, %d ended while it was down, "
                  "%d already reported", agent.agent_id, counts[Recovery.REATTACH], counts[Recovery.REPORT],

@@ -107,6 +107,7 @@ class _Outgoing:
 class _Consumer:
     queue: Queue
     callback: Callable[[Delivery], None]
+    arguments: Callable[[], dict[str, Any]] | None = None
     actual_name: str = ""
 
 
@@ -252,9 +253,12 @@ class Bus:
             for q in queues:
                 self._declare_queue(q, lambda _name: None)
 
-    def consume(self, queue: Queue, callback: Callable[[Delivery], None]) -> None:
-        """Declare ``queue`` and deliver its messages to ``callback`` (on the loop) from now on."""
-        consumer = _Consumer(queue, callback)
+    def consume(self, queue: Queue, callback: Callable[[Delivery], None], *,
+                arguments: Callable[[], dict[str, Any]] | None = None) -> None:
+        """Declare ``queue`` and deliver its messages to ``callback`` (on the loop) from now on.
+        ``arguments()``, asked on every (re)connect, gives the consumer arguments: a stream consumer's
+        ``x-stream-offset`` says where it resumes. A shared queue is declared as the shared ones are."""
+        consumer = _Consumer(queue, callback, arguments)
         self._consumers.append(consumer)
         if self._ready:
             self._start_consumer(consumer)
@@ -548,11 +552,13 @@ class Bus:
                         self.dead_letter(delivery, f"internal error: {exc.__class__.__name__}: {str(exc)[:200]}")
 
             assert self._channel is not None
-            self._channel.basic_consume(name, on_message, auto_ack=False)
-            if done:
-                done()
+            arguments = consumer.arguments() if consumer.arguments is not None else None
+            # done once the broker has registered the consumer: "ready" means messages are coming
+            self._channel.basic_consume(name, on_message, auto_ack=False, arguments=arguments,
+                                        callback=lambda _f: done() if done else None)
 
-        self._declare_queue(consumer.queue, declared)
+        shared = self._shared_passive and consumer.queue in self._queues[:self._shared_queues]
+        self._declare_queue(consumer.queue, declared, passive=shared)
 
     def _open_for_publishing(self, done: Callable[[], None]) -> None:
         """Topology is in place: send what waited in the outbox, publish directly from now on."""

@@ -18,6 +18,7 @@ OFFERS = "offers"
 TASKS = "tasks"
 STATUS = "status"
 EVENTS = "events"
+LOGS = "logs"  # LOG_DATA from agents to whoever asked (key <user>.<reply_token>, docs/protocol.md §19)
 DEAD_LETTER = "bmesos.dlx"
 DEAD_LETTER_DROPPED = "bmesos.dlx.dropped"  # what `dead-letters` drops (full or too old), to be counted
 
@@ -34,6 +35,7 @@ MASTER_LEASE_QUEUE = "master.lease"
 MASTER_REGISTRY_QUEUE = "master.registry"
 DEAD_LETTER_QUEUE = "dead-letters"
 DEAD_LETTER_DROPPED_QUEUE = "dead-letters.dropped"
+HISTORY_QUEUE = "history"
 
 # -- dead-letter headers -----------------------------------------------------------------------
 HEADER_REASON = "x-bmesos-reason"
@@ -50,6 +52,12 @@ DEAD_LETTER_MAX_BYTES = 64 * 1024 * 1024
 DEAD_LETTER_TTL_MS = 24 * 3600 * 1000
 DROPPED_MAX_LENGTH = 10_000
 DROPPED_MAX_BYTES = 16 * 1024 * 1024
+# the history stream (docs/protocol.md §10): the broker deletes whole segments, oldest first, once
+# everything in one is older than the age or the stream is over the size; it looks when a segment
+# fills, so the stream holds at least min(7 days, 1 GiB) and at most one segment (64 MiB) more
+HISTORY_MAX_AGE = "7D"
+HISTORY_MAX_BYTES = 1024 * 1024 * 1024
+HISTORY_SEGMENT_BYTES = 64 * 1024 * 1024
 
 QUORUM = {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT}
 DEAD_LETTERED = {"x-dead-letter-exchange": DEAD_LETTER}
@@ -82,6 +90,7 @@ EXCHANGES: tuple[Exchange, ...] = (
     Exchange(TASKS, "topic"),
     Exchange(STATUS, "topic"),
     Exchange(EVENTS, "topic"),
+    Exchange(LOGS, "topic"),
     Exchange(DEAD_LETTER, "fanout"),
     Exchange(DEAD_LETTER_DROPPED, "fanout"),
 )
@@ -100,6 +109,14 @@ DEAD_LETTER_QUEUES = (
 )
 
 
+# A RabbitMQ stream (an append-only log read from any offset, RabbitMQ >= 3.9): every status update and
+# every cluster event, kept for HISTORY_MAX_AGE or HISTORY_MAX_BYTES, so a monitor started late replays
+# them. Replicated like a quorum queue, so it may be one of the queues every process declares.
+HISTORY_STREAM = Queue(HISTORY_QUEUE, ((STATUS, "#"), (EVENTS, "#")), arguments={
+    "x-queue-type": "stream", "x-max-age": HISTORY_MAX_AGE, "x-max-length-bytes": HISTORY_MAX_BYTES,
+    "x-stream-max-segment-size-bytes": HISTORY_SEGMENT_BYTES})
+
+
 def call_type(cls: type) -> str:
     from broker_mesos.core.codec import registered_types
 
@@ -110,7 +127,8 @@ def master_queues() -> tuple[Queue, ...]:
     """The master's three input queues (quorum, dead-lettered)."""
     args = {**QUORUM, **DEAD_LETTERED}
     agent_keys = tuple((AGENT_REGISTER, k) for k in (KEY_REGISTER, KEY_HEARTBEAT, KEY_MESSAGE))
-    call_keys = tuple((MASTER, call_type(c)) for c in (*protocol.FRAMEWORK_CALLS, *protocol.ADMIN_CALLS))
+    calls = (*protocol.FRAMEWORK_CALLS, *protocol.ADMIN_CALLS, *protocol.LOG_CALLS)
+    call_keys = tuple((MASTER, call_type(c)) for c in calls)
     return (
         Queue(MASTER_AGENTS_QUEUE, agent_keys, arguments=args),
         Queue(MASTER_CALLS_QUEUE, call_keys, arguments=args),
@@ -131,12 +149,13 @@ def master_registry_queue() -> Queue:
 
 
 def base_queues() -> tuple[Queue, ...]:
-    """Declared by every process on connect: the master's inputs and the dead-letter queue.
+    """Declared by every process on connect: the master's inputs, the dead-letter queues and the history.
 
     Whoever connects first creates them, so REGISTER, SUBSCRIBE and status updates sent before any
-    master is up wait in the master's queues instead of being dropped as unroutable.
+    master is up wait in the master's queues instead of being dropped as unroutable (and are in the
+    history from the first one on).
     """
-    return (*DEAD_LETTER_QUEUES, *master_queues())
+    return (*DEAD_LETTER_QUEUES, *master_queues(), HISTORY_STREAM)
 
 
 def agent_tasks_queue(agent_id: str) -> Queue:
@@ -167,6 +186,20 @@ def framework_queues(framework_id: str) -> tuple[Queue, ...]:
 
 def status_key(framework_id: str, agent_id: str, state: protocol.TaskState) -> str:
     return f"{framework_id}.{agent_id}.{state.value}"
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching, as the broker does it: words split on ``.``, ``*`` is exactly one word and
+    ``#`` zero or more (what a monitor reading the history stream filters with)."""
+    words, keys = pattern.split("."), key.split(".")
+    # positions in ``keys`` reachable after each prefix of ``words`` (no recursion: bounded by len*len)
+    reachable = {0}
+    for word in words:
+        if word == "#":
+            reachable = set(range(min(reachable), len(keys) + 1)) if reachable else set()
+        else:
+            reachable = {i + 1 for i in reachable if i < len(keys) and (word == "*" or word == keys[i])}
+    return len(keys) in reachable
 
 
 def monitor_queue(pattern: str, exchange: str = STATUS) -> Queue:

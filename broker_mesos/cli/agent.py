@@ -11,6 +11,7 @@ from broker_mesos.agent.detect import check_agent_id, default_agent_id, detect_r
 from broker_mesos.agent.executor import EXECUTORS, TaskUsers
 from broker_mesos.agent.isolation import ISOLATIONS
 from broker_mesos.agent.isolation.limits import DEFAULT_PIDS_LIMIT, MIN_MEMORY_MB
+from broker_mesos.agent.metrics import AgentMetrics
 from broker_mesos.agent.process import Agent, AgentConfig
 from broker_mesos.bus.connection import Bus
 from broker_mesos.bus.tls import TlsOptions
@@ -128,6 +129,10 @@ def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
               help="After an agent restart, an executor left running that has not subscribed again this long "
                    "after the agent started is killed; its tasks end TASK_FAILED, reason "
                    "REASON_EXECUTOR_REREGISTRATION_TIMEOUT.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True, metavar="PORT",
+              help="Serve Prometheus metrics on http://HOST:PORT/metrics (0: no metrics endpoint).")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, metavar="HOST",
+              help="The address the metrics endpoint listens on.")
 @master_principal_option
 @log_level_option
 @one_line_errors
@@ -137,7 +142,8 @@ def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id:
           allow_root_tasks: bool, isolation: str | None, cgroups_cpu_limit: bool, cgroups_pids_limit: int,
           disk_check_interval: float, sandbox_gc_delay: float, sandbox_gc_min_free: float,
           executor_idle_timeout: float, executor_shutdown_grace: float, executor_register_timeout: float,
-          executor_reregister_timeout: float, master_principal: str, log_level: str) -> None:
+          executor_reregister_timeout: float, metrics_port: int, metrics_host: str, master_principal: str,
+          log_level: str) -> None:
     """Run an agent: offer this machine's resources and run the tasks the master sends.
 
     Stops on SIGTERM or Ctrl-C. Its tasks keep running (they run in their own sessions, checkpointed)
@@ -180,4 +186,10 @@ def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id:
                          executor_register_timeout=executor_register_timeout,
                          executor_reregister_timeout=executor_reregister_timeout)
     bus = Bus(broker, f"agent {agent_id}", connect_timeout=connect_timeout, tls=tls)
-    Agent(bus, config).run()
+    process = Agent(bus, config)
+    if metrics_port:
+        try:
+            AgentMetrics(process).serve(metrics_host, metrics_port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
+    process.run()

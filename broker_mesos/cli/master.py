@@ -60,6 +60,10 @@ def _master_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
                    "change it at runtime with `bmesos admin allocator set`.")
 @click.option("--allocator-param", "allocator_params", multiple=True, metavar="KEY=VALUE",
               help="Parameter of the starting policy (repeatable), e.g. --allocator-param resource=cpus.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True, metavar="PORT",
+              help="Serve Prometheus metrics on http://HOST:PORT/metrics (0: no metrics endpoint).")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, metavar="HOST",
+              help="The address the metrics endpoint listens on.")
 @log_level_option
 @one_line_errors
 def master(broker: str, connect_timeout: float, tls: TlsOptions | None, allocation_interval: float,
@@ -67,14 +71,15 @@ def master(broker: str, connect_timeout: float, tls: TlsOptions | None, allocati
            offer_timeout: float, max_missed_heartbeats: int, agent_ping_timeout: float | None,
            agent_reregister_timeout: float, max_agent_resources: Resources,
            master_id: str | None, master_principal: str, insecure: bool, allocator: str,
-           allocator_params: tuple[str, ...], log_level: str) -> None:
+           allocator_params: tuple[str, ...], metrics_port: int, metrics_host: str, log_level: str) -> None:
     """Run the master: keeps cluster state, makes offers in allocation rounds, routes tasks to agents.
 
     The master consumes the queues master.agents, master.calls and master.status, offers agents' free
     resources to frameworks by dominant resource fairness, and publishes offers to offers.<framework>.
     Start it several times for hot standbys: one is active (it holds the lease master.lease), the others
     wait and take over from the registry within about a second when it dies. --broker may list several
-    comma-separated URLs (the nodes of a cluster).
+    comma-separated URLs (the nodes of a cluster). With --metrics-port it serves Prometheus metrics
+    (monitoring/README.md); only the active master exports the cluster's state.
     """
     from broker_mesos.cli.admin import parse_params
     from broker_mesos.master.allocators import load_policies
@@ -93,5 +98,10 @@ def master(broker: str, connect_timeout: float, tls: TlsOptions | None, allocati
                           allocator=allocator, allocator_params=tuple(sorted(params.items())))
     process = MasterProcess(broker, config, connect_timeout=connect_timeout, insecure=insecure,
                             master_principal=master_principal, tls=tls)
+    if metrics_port:
+        try:
+            process.metrics.serve(metrics_host, metrics_port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
     process.install_signal_handlers()
     process.run()

@@ -1,6 +1,11 @@
 """``bmesos run``: run a command N times on the cluster with the built-in one-shot framework.
 
-Exit status: 0 when every task FINISHED, 1 when any did not, 2 on ``--timeout``, 130 on Ctrl-C.
+Before it subscribes it asks the master (QUERY agents) whether any agent could ever hold one task; if
+none could it exits 2 at once naming the largest agent (Nomad's placement failure). While tasks wait
+for offers it says what for, every ``WAIT_REPORT_INTERVAL`` seconds: the need and the largest free agent.
+
+Exit status: 0 when every task FINISHED, 1 when any did not, 2 on ``--timeout`` or when no agent can
+ever fit a task, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -27,12 +32,17 @@ from broker_mesos.cli.common import (
     printable,
     setup_logging,
 )
+from broker_mesos.cli.query import Client
+from broker_mesos.core.errors import BrokerMesosError, BrokerUnreachable
 from broker_mesos.core.protocol import TaskInfo, TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
 from broker_mesos.framework.driver import SchedulerDriver
 from broker_mesos.framework.oneshot import OneShotScheduler, RunPlan, command_for, describe
 
 EXIT_TIMEOUT = 2
+EXIT_UNPLACEABLE = 2
+PLACEMENT_QUERY_TIMEOUT = 5.0  # a master that does not answer this soon: no check, the run goes on
+WAIT_REPORT_INTERVAL = 3.0  # seconds between "waiting for offers" checks while tasks wait
 EXIT_INTERRUPTED = 130
 STOP_WAIT = 10.0
 # a run's framework id is new every time, so no later process can fail over to it: its failover timeout
@@ -82,6 +92,12 @@ class LineReporter:
     def problem(self, message: str) -> None:
         click.echo(f"warning: {printable(message)}", err=True)
 
+    def waiting(self, message: str) -> None:
+        """What the run waits for (printed when it changes)."""
+        if message != getattr(self, "_waiting", None):
+            self._waiting = message
+            click.echo(printable(message), err=True)
+
     def finished(self, plan: RunPlan) -> None:
         self.done.set()
 
@@ -109,6 +125,9 @@ class BarReporter(LineReporter):
 
     def launched(self, plan: RunPlan, tasks: Sequence[TaskInfo]) -> None:
         self._describe(plan)
+
+    def waiting(self, message: str) -> None:
+        self.progress.update(self.bar, description=printable(message))
 
     def updated(self, plan: RunPlan, status: TaskStatus, final: bool) -> None:
         if final and status.state != TaskState.FINISHED:
@@ -166,6 +185,12 @@ def run(name: str, cpus: float, mem: float, count: int, role: str, timeout: floa
     setup_logging(log_level)
     quiet = QuietUntilConnected().install()
     plan = RunPlan(name, count, Resources.of(cpus=cpus, mem=mem), command_for(command))
+    placement = Placement(Client(broker, connect_timeout, PLACEMENT_QUERY_TIMEOUT, tls, name=f"run-{name}"),
+                          plan.resources)
+    unplaceable = placement.never_fits()
+    if unplaceable:
+        click.echo(f"Error: {printable(unplaceable)}", err=True)
+        sys.exit(EXIT_UNPLACEABLE)
     reporter = BarReporter(count) if sys.stdout.isatty() else LineReporter()
     driver = SchedulerDriver(OneShotScheduler(plan, reporter), broker, name, role=role,
                              connect_timeout=connect_timeout, failover_timeout=RUN_FAILOVER_TIMEOUT,
@@ -177,6 +202,7 @@ def run(name: str, cpus: float, mem: float, count: int, role: str, timeout: floa
     deadline = time.monotonic() + timeout if timeout is not None else None
     try:
         driver.start()
+        placement.follow(plan, reporter)
         while not reporter.done.wait(0.1):
             if not driver.alive:
                 outcome = "died"
@@ -187,6 +213,7 @@ def run(name: str, cpus: float, mem: float, count: int, role: str, timeout: floa
     except KeyboardInterrupt:
         outcome = "interrupted"
     finally:
+        placement.stop()
         reporter.close()
     if outcome == "died":
         driver.join()  # raises what ended the driver (BrokerUnreachable): one line via one_line_errors
@@ -195,6 +222,57 @@ def run(name: str, cpus: float, mem: float, count: int, role: str, timeout: floa
         driver.teardown()
     _stop(driver)
     _report(plan, driver.framework_id, outcome, timeout)
+
+
+class Placement:
+    """Asks the master where a task of ``need`` could go: never (no agent is big enough), or what
+    the run waits for while the cluster is busy. A master that does not answer is not an error here."""
+
+    def __init__(self, client: Client, need: Resources) -> None:
+        self.client = client
+        self.need = need
+        self.key = "cpus" if need.scalar("cpus") else next(iter(sorted(need.scalars)), "cpus")
+        self._stopped = threading.Event()
+
+    def never_fits(self) -> str | None:
+        """Why no agent could ever run one task (naming the largest), or None (fits, no agent yet, or no
+        answer)."""
+        try:
+            if self.client.query("agents", fits=self.need, limit=0).total:
+                return None
+            largest = self.client.query("agents", sort=f"total:{self.key}", limit=1).agents
+        except BrokerUnreachable:
+            raise  # one line, as the driver would say it
+        except BrokerMesosError as exc:
+            logging.getLogger(__name__).warning("placement not checked: %s", exc)
+            return None
+        if not largest:
+            return None  # no agent registered yet: wait for one
+        agent = largest[0]
+        return (f"no agent can ever run a task of {self.need}: the largest agent (by {self.key}) is "
+                f"{agent.agent_id} ({agent.hostname or 'host unknown'}) with {agent.total}")
+
+    def follow(self, plan: RunPlan, reporter: LineReporter) -> None:
+        """Every WAIT_REPORT_INTERVAL while tasks wait for offers: tell ``reporter`` what for."""
+
+        def loop() -> None:
+            while not self._stopped.wait(WAIT_REPORT_INTERVAL) and not reporter.done.is_set():
+                waiting = len(plan.pending)
+                if not waiting:
+                    continue
+                try:
+                    free = self.client.query("agents", sort=f"free:{self.key}", limit=1).agents
+                except BrokerMesosError:
+                    continue
+                largest = f"{free[0].agent_id} {free[0].free}" if free else "no agent registered"
+                if not self._stopped.is_set():
+                    reporter.waiting(f"waiting for offers: {waiting} task(s) need {self.need} each, "
+                                     f"largest free: {largest}")
+
+        threading.Thread(target=loop, name="placement", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 def _stop(driver: SchedulerDriver) -> None:

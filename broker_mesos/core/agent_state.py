@@ -244,9 +244,10 @@ def limited(outcome: Outcome, limitation: Limitation) -> Outcome:
 
 def make_status(entry: TaskEntry, agent_id: str, state: TaskState, uuid: str, timestamp: float,
                 message: str = "", exit_code: int | None = None, reason: str = "") -> TaskStatus:
+    executor = entry.task.executor
     return TaskStatus(task_id=entry.task_id, framework_id=entry.framework_id, agent_id=agent_id, state=state,
                       uuid=uuid, timestamp=timestamp, message=message, reason=reason, source=SOURCE_AGENT,
-                      exit_code=exit_code)
+                      exit_code=exit_code, executor_id=executor.executor_id if executor is not None else "")
 
 
 def group_updates(updates: Iterable[TaskStatus], max_per_message: int = MAX_UPDATES_PER_MESSAGE

@@ -335,6 +335,7 @@ class MasterState(ExecutorRules, AgentRules, AclRules):
             return []  # already terminal (a duplicate) or never known: nothing to change
         if task.agent_id != status.agent_id:
             return []  # only the task's own agent (or the master for it) speaks for it
+        task.note(status)
         if not task.state.terminal:  # a task the master declared LOST keeps that state while it drains
             task.state = status.state
             task.last_status = status
@@ -418,6 +419,29 @@ class MasterState(ExecutorRules, AgentRules, AclRules):
         if events:
             self._changed()
         return [ToFramework("", reply, reply_to, call_id), *(PublishEvent(kind, detail) for kind, detail in events)]
+
+    def operator_kill(self, call: protocol.OperatorKill, reply_to: str | None, call_id: str,
+                      now: float) -> list[Effect]:
+        """An operator's kill (``bmesos kill``): each task's agent gets KILL_TASKS as for its framework's
+        own KILL (the task ends TASK_KILLED on `status`), also for a framework not (re)subscribed yet.
+        Refused whole if a task is not live; answered with UPDATE: their states as the kill went out."""
+        missing = [f"{ref.framework_id}/{ref.task_id}" for ref in call.tasks
+                   if (ref.framework_id, ref.task_id) not in self.tasks]
+        if missing:
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise CallRefused(f"not live (ended or unknown): {', '.join(missing[:10])}{more}; nothing killed")
+        by_agent: dict[tuple[str, str], list[str]] = {}
+        states: list[TaskStatus] = []
+        for ref in dict.fromkeys(call.tasks):
+            task = self.tasks[(ref.framework_id, ref.task_id)]
+            by_agent.setdefault((task.agent_id, task.framework_id), []).append(task.task_id)
+            states.append(self._master_status(task.framework_id, task.task_id, task.agent_id, task.state,
+                                              "REASON_OPERATOR_KILL", "kill requested by an operator", now))
+        effects: list[Effect] = [ToAgent(agent_id, protocol.KillTasks(framework_id, ids))
+                                 for (agent_id, framework_id), ids in by_agent.items()]
+        effects.append(ToFramework("", protocol.Update(states), reply_to, call_id))
+        effects.append(PublishEvent("tasks.killed_by_operator", {"tasks": len(states)}))
+        return effects
 
     def _make_offer(self, alloc: Allocation, now: float) -> OfferRecord:
         """Book an offer against its agent and framework; the caller adds it to ``framework.allocated``.

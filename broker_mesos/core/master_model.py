@@ -6,6 +6,8 @@ Plain data, no rules: ``core.master`` (framework calls, offers, rounds) and ``co
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,11 @@ COMPLETED_TASKS_KEPT = 10_000
 DEFAULT_MAX_AGENT_RESOURCES_TEXT = "cpus:100000;mem:1073741824;disk:1073741824;gpus:1000"
 DEFAULT_MAX_AGENT_RESOURCES = Resources.parse(DEFAULT_MAX_AGENT_RESOURCES_TEXT)
 REMOVED_AGENTS_KEPT = 1_000
+# per task: its latest status updates, for `bmesos describe task` (not persisted: a new master starts afresh);
+# each without its opaque data and with its message cut to HISTORY_MESSAGE_CHARS, so 10,000 live and
+# 10,000 remembered tasks hold at most about 20,000 * 32 small records
+STATUS_HISTORY_KEPT = 32
+HISTORY_MESSAGE_CHARS = 1024
 
 
 # -- effects ----------------------------------------------------------------------------------
@@ -131,6 +138,14 @@ class TaskRecord:
     last_status: TaskStatus | None = None
     launched_at: float = 0.0  # when this master launched it (or restored it from the registry)
     usage: TaskUsage | None = None  # the latest its agent reported (None: none yet); not persisted
+    history: collections.deque[TaskStatus] = field(
+        default_factory=lambda: collections.deque(maxlen=STATUS_HISTORY_KEPT))
+
+    def note(self, status: TaskStatus) -> None:
+        """Keep ``status`` in the bounded history (data dropped, message cut)."""
+        if status.data or len(status.message) > HISTORY_MESSAGE_CHARS:
+            status = dataclasses.replace(status, data=b"", message=status.message[:HISTORY_MESSAGE_CHARS])
+        self.history.append(status)
 
 
 @dataclass(slots=True)

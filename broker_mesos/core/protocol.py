@@ -7,6 +7,7 @@ with the codec under its wire ``type``; decoding validates field names, types an
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -355,6 +356,148 @@ class Acls:
     acls: list[AclInfo] = field(default_factory=list)
 
 
+# -- state queries and the operator's kill (exchange master, routing key = type; docs/protocol.md §18) --
+
+QUERY_KINDS = ("summary", "agents", "frameworks", "tasks", "offers", "roles")
+MAX_QUERY_LIMIT = 1000  # items per QUERY_RESULT page
+MAX_KILL_TASKS = 1000  # tasks per OPERATOR_KILL
+TASK_SORTS = ("usage:cpu", "usage:mem", "usage:disk")  # tasks, largest reported usage first
+
+
+@message("QUERY")
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A read-only question about the cluster, answered with QUERY_RESULT on ``reply_to``: one page
+    (``offset``, ``limit``) of the items of kind ``what`` that pass every filter given."""
+
+    what: str
+    state: str = ""
+    framework_id: str = id_field(empty_ok=True, default="")
+    agent_id: str = id_field(empty_ok=True, default="")
+    role: str = ""
+    id_prefix: str = ""
+    fits: Resources | None = None  # agents: only those whose total holds these
+    sort: str = ""  # agents "total:<name>", "free:<name>", "used:<name>"; tasks "usage:cpu|mem|disk"
+    completed: bool = False  # tasks: also the ended tasks the master remembers
+    history: bool = False  # tasks: each with its status history
+    offset: int = bounded(0, 1_000_000_000, default=0)
+    limit: int = bounded(0, MAX_QUERY_LIMIT, default=100)
+
+    def __post_init__(self) -> None:  # `what` and `sort` are the master's to judge (ERROR: queries.check)
+        if len(self.id_prefix) > 128 or len(self.state) > 64 or len(self.role) > 128 or len(self.sort) > 160:
+            raise ProtocolError("QUERY filter too long (id_prefix and role at most 128, state 64, sort 160)")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSummary:
+    master_id: str = ""
+    uptime: float = 0.0  # seconds this master has been the active one
+    agents: dict[str, int] = field(default_factory=dict)  # agents by state
+    frameworks: dict[str, int] = field(default_factory=dict)  # frameworks by state
+    tasks: dict[str, int] = field(default_factory=dict)  # live tasks by state, plus remembered ended ones
+    total: Resources = field(default_factory=Resources)
+    used: Resources = field(default_factory=Resources)
+    offered: Resources = field(default_factory=Resources)
+    free: Resources = field(default_factory=Resources)
+    offers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentItem:
+    agent_id: str = id_field()
+    hostname: str = ""
+    state: str = ""
+    total: Resources = field(default_factory=Resources)
+    free: Resources = field(default_factory=Resources)
+    offered: Resources = field(default_factory=Resources)
+    used: Resources = field(default_factory=Resources)
+    attributes: dict[str, str] = field(default_factory=dict)
+    tasks: int = 0
+    last_seen: float = 0.0
+    usage_cpu_seconds: float = 0.0
+    usage_mem_mb: float = 0.0
+    usage_disk_mb: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FrameworkItem:
+    framework_id: str = id_field()
+    name: str = ""
+    role: str = ""
+    weight: float = 1.0
+    state: str = ""
+    suppressed: bool = False
+    user: str = ""
+    allocated: Resources = field(default_factory=Resources)
+    offered: Resources = field(default_factory=Resources)
+    tasks: int = 0
+    failover_timeout: float = 0.0
+    disconnected_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskItem:
+    task_id: str = id_field()
+    framework_id: str = id_field()
+    agent_id: str = id_field(empty_ok=True, default="")
+    hostname: str = ""
+    state: TaskState = TaskState.STAGING
+    resources: Resources = field(default_factory=Resources)
+    launched_at: float = 0.0
+    updated_at: float | None = None
+    message: str = ""
+    reason: str = ""
+    exit_code: int | None = None
+    usage_cpu_seconds: float | None = None
+    usage_mem_mb: float | None = None
+    usage_disk_mb: float | None = None
+    history: list[TaskStatus] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class OfferItem:
+    offer_id: str = id_field()
+    framework_id: str = id_field()
+    agent_id: str = id_field()
+    resources: Resources = field(default_factory=Resources)
+    expires_in: float = 0.0
+
+
+@message("QUERY_RESULT")
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """One page of a QUERY's answer: ``total`` items passed the filters, these are from ``offset`` on."""
+
+    what: str = ""
+    total: int = 0
+    offset: int = 0
+    summary: ClusterSummary | None = None
+    agents: list[AgentItem] = field(default_factory=list)
+    frameworks: list[FrameworkItem] = field(default_factory=list)
+    tasks: list[TaskItem] = field(default_factory=list)
+    offers: list[OfferItem] = field(default_factory=list)
+    roles: list[RoleInfo] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    framework_id: str = id_field()
+    task_id: str = id_field()
+
+
+@message("OPERATOR_KILL")
+@dataclass(frozen=True, slots=True)
+class OperatorKill:
+    """An operator kills tasks of any framework, through each framework's ordinary kill path; refused
+    whole (nothing killed) if one of them is not live. Answered with UPDATE (their states before)."""
+
+    tasks: list[TaskRef]
+
+    def __post_init__(self) -> None:
+        if not self.tasks or len(self.tasks) > MAX_KILL_TASKS:
+            raise ProtocolError(f"OPERATOR_KILL names 1 to {MAX_KILL_TASKS} tasks")
+
+
 # -- master -> framework (exchange offers, routing key = framework id; or the caller's reply_to) --
 
 
@@ -562,8 +705,82 @@ class ClusterEvent:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+
+# -- task logs (docs/protocol.md §19): requester -> master (READ_LOG), master -> agent (SEND_LOG),
+# agent -> requester (LOG_DATA, exchange logs, key <requester user>.<reply_token>) ------------------
+
+LOG_CHUNK_BYTES = 256 * 1024  # the most one LOG_DATA carries (the codec's bytes limit)
+LOG_MAX_WINDOW = 4 * 1024 * 1024  # the most one READ_LOG is answered with (16 chunks); ask again for more
+MAX_TAIL_LINES = 100_000
+LOG_BUSY = "busy:"  # an ERROR answering READ_LOG that begins so means: ask again a little later
+MAX_LOG_OFFSET = 2**62
+LOG_REPLY_KEY = re.compile(r"[A-Za-z0-9_.-]{1,300}")  # no * or #: an exact topic key
+
+
+class LogFile(enum.StrEnum):
+    """Which file of the task's sandbox."""
+
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+@message("READ_LOG")
+@dataclass(frozen=True, slots=True)
+class ReadLog:
+    """Ask for up to ``max_bytes`` of a task's stdout or stderr from ``offset`` on (or from the start of
+    its last ``tail_lines`` lines). The master finds the task's agent (``framework_id`` "": the one
+    framework the sender may read with such a task; ``task_id`` may be a unique prefix), authorises the
+    sender and relays it as SEND_LOG; the agent answers with LOG_DATA, problems come as ERROR."""
+
+    task_id: str = id_field()
+    reply_token: str = id_field()  # the answer's routing key on `logs` is <sender user>.<reply_token>
+    framework_id: str = id_field(empty_ok=True, default="")
+    file: LogFile = LogFile.STDOUT
+    offset: int = bounded(0, MAX_LOG_OFFSET, default=0)
+    tail_lines: int | None = bounded(0, MAX_TAIL_LINES, default=None)
+    max_bytes: int = bounded(1, LOG_MAX_WINDOW, default=LOG_MAX_WINDOW)
+
+
+@message("SEND_LOG")
+@dataclass(frozen=True, slots=True)
+class SendLog:
+    """The master's order to an agent (exchange tasks): send these bytes of this task's sandbox file as
+    LOG_DATA to exchange ``logs`` with routing key ``reply_key`` (AMQP correlation_id copied)."""
+
+    framework_id: str = id_field()
+    task_id: str = id_field()
+    reply_key: str
+    file: LogFile = LogFile.STDOUT
+    offset: int = bounded(0, MAX_LOG_OFFSET, default=0)
+    tail_lines: int | None = bounded(0, MAX_TAIL_LINES, default=None)
+    max_bytes: int = bounded(1, LOG_MAX_WINDOW, default=LOG_MAX_WINDOW)
+
+    def __post_init__(self) -> None:
+        if not LOG_REPLY_KEY.fullmatch(self.reply_key):
+            raise ProtocolError("SEND_LOG reply_key must be 1-300 of A-Z a-z 0-9 _ . - (<user>.<reply_token>)")
+
+
+@message("LOG_DATA")
+@dataclass(frozen=True, slots=True)
+class LogData:
+    """One chunk of a task's file: ``data`` are its bytes from ``offset`` on; ``size`` its length when
+    the answer began. ``last``: the answer's final chunk; ``done``: besides, the task had ended before
+    the read began and this chunk reaches the end of the file, so nothing more will ever come."""
+
+    framework_id: str = id_field()
+    task_id: str = id_field()
+    agent_id: str = id_field()
+    file: LogFile = LogFile.STDOUT
+    offset: int = bounded(0, MAX_LOG_OFFSET, default=0)
+    size: int = bounded(0, MAX_LOG_OFFSET, default=0)
+    data: bytes = b""
+    last: bool = False
+    done: bool = False
+
 FRAMEWORK_CALLS: tuple[type, ...] = (Subscribe, Accept, Decline, Kill, Revive, Suppress, Reconcile, Teardown,
                                      Message)
 AGENT_MESSAGES: tuple[type, ...] = (Register, Heartbeat, FromExecutor)
-ADMIN_CALLS: tuple[type, ...] = (SetAllocator, GetAllocator, SetRole, GetRoles, SetAcl, GetAcls)
+# QUERY is here for its binding on `master.calls`; unlike the others it is open to monitors and frameworks
+ADMIN_CALLS: tuple[type, ...] = (SetAllocator, GetAllocator, SetRole, GetRoles, SetAcl, GetAcls, Query, OperatorKill)
 ALLOCATION_CALLS: tuple[type, ...] = (SetAllocator, GetAllocator, SetRole, GetRoles)
+LOG_CALLS: tuple[type, ...] = (ReadLog,)  # answered by the task's agent, not the master

@@ -7,8 +7,8 @@ AMQP ``user_id`` it validates on every publish) is all the master needs::
     master                 the master (shared by its standbys; ``--master-principal`` to rename)
     agent.<agent_id>       one agent: registers, heartbeats and reports status as <agent_id> only
     framework.<name>       one framework owner: framework ids <name> and <name>-<anything>
-    operator.<name>        admin calls (allocator, roles), reads status and events
-    monitor.<name>         reads status and events, nothing else
+    operator.<name>        admin calls (allocator, roles, kills), state queries, reads status and events
+    monitor.<name>         state queries, reads status and events, nothing else
 
 Two fences (docs/security.md): the broker enforces ``permissions`` (which queues and exchanges,
 and on the topic exchanges which routing keys); the master checks every message's ``user_id``
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker_mesos.core.codec import ID_PATTERN
@@ -101,6 +102,28 @@ def check_call(who: Principal | None, call_type: str, framework_id: str | None) 
     return None
 
 
+FRAMEWORK_QUERIES = frozenset({"summary", "agents", "frameworks", "tasks", "offers"})
+
+
+def check_query(who: Principal | None, what: str) -> Denied | None:
+    """QUERY: operators and monitors may ask anything; a framework principal every kind but ``roles``
+    (the master then shows it only its own frameworks, their tasks and offers: ``query_scope``);
+    agents nothing."""
+    if who is not None and who.kind in (Kind.OPERATOR, Kind.MONITOR, Kind.MASTER):
+        return None
+    if who is not None and who.kind is Kind.FRAMEWORK and what in FRAMEWORK_QUERIES:
+        return None
+    shown = who.user if who is not None else "a user that is no principal of this cluster"
+    return Denied(f"{shown} may not query {what}")
+
+
+def query_scope(who: Principal | None) -> Callable[[str], bool] | None:
+    """The framework ids a query's answer may show this asker (None: every one)."""
+    if who is None or who.kind is not Kind.FRAMEWORK:
+        return None
+    return lambda framework_id: owns_framework(who, framework_id)
+
+
 def check_agent(who: Principal | None, agent_id: str) -> Denied | None:
     """REGISTER / HEARTBEAT / STATUS: only agent ``agent_id`` speaks as it (the master too, for status)."""
     if who is not None and who.kind is Kind.AGENT and who.name == agent_id:
@@ -131,6 +154,22 @@ def check_user(acl: FrameworkAcl, user: str, who: Principal) -> Denied | None:
     return Denied(f"{who.user} may not run tasks as user {user or '(the agent default)'}")
 
 
+def check_read_log(who: Principal | None, framework_id: str) -> Denied | None:
+    """READ_LOG: operators and monitors may read any task's output, a framework principal only its own
+    frameworks' tasks (docs/security.md, "Task logs"); agents none."""
+    if who is not None and who.kind in (Kind.OPERATOR, Kind.MONITOR, Kind.MASTER):
+        return None
+    if who is not None and owns_framework(who, framework_id):
+        return None
+    shown = who.user if who is not None else "a user that is no principal of this cluster"
+    return Denied(f"{shown} may not read the logs of framework {framework_id}'s tasks")
+
+
+def log_binding(who: Principal) -> str:
+    """The binding keys on exchange ``logs`` a principal may use: its own user name, a dot, a token."""
+    return rf"^{re.escape(who.user)}\.[A-Za-z0-9_-]+$"
+
+
 # -- the broker's permissions -------------------------------------------------------------------
 
 
@@ -157,34 +196,39 @@ def permissions(who: Principal) -> Permissions:
     here as regexes; ``bus.topology`` names the same objects."""
     if who.kind is Kind.MASTER:
         return Permissions(".*", ".*", ".*", {"status": (".*", ".*"), "offers": (".*", ".*"),
-                                              "tasks": (".*", ".*"), "events": (".*", ".*")})
+                                              "tasks": (".*", ".*"), "events": (".*", ".*"),
+                                              "logs": (".*", ".*")})
     name = re.escape(who.name)
     if who.kind is Kind.AGENT:
         queue = rf"tasks\.{name}"
         return Permissions(
             configure=_any(queue),
-            write=_any(r"agent\.register", "status", r"bmesos\.dlx", queue),
+            write=_any(r"agent\.register", "status", r"bmesos\.dlx", "logs", queue),
             read=_any("tasks", queue),
-            topic={"tasks": (NOTHING, f"^{name}$"), "status": (rf"^[A-Za-z0-9_-]+\.{name}\.TASK_[A-Z]+$", NOTHING)})
+            topic={"tasks": (NOTHING, f"^{name}$"), "status": (rf"^[A-Za-z0-9_-]+\.{name}\.TASK_[A-Z]+$", NOTHING),
+                   "logs": (r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$", NOTHING)})
     if who.kind is Kind.FRAMEWORK:
         owned = rf"{name}(-[A-Za-z0-9_-]+)?"
         queues = rf"(offers|status)\.{owned}"
         return Permissions(
             configure=_any(queues, SERVER_NAMED),
             write=_any("master", r"bmesos\.dlx", queues, SERVER_NAMED),
-            read=_any("offers", "status", "events", queues, SERVER_NAMED),
+            read=_any("offers", "status", "events", "logs", queues, SERVER_NAMED),
             topic={"offers": (NOTHING, f"^{owned}$"), "status": (NOTHING, rf"^{owned}\..*$"),
-                   "events": (NOTHING, r"^master\.elected$"), "tasks": (NOTHING, NOTHING)})
+                   "events": (NOTHING, r"^master\.elected$"), "tasks": (NOTHING, NOTHING),
+                   "logs": (NOTHING, log_binding(who))})
     if who.kind is Kind.OPERATOR:
         return Permissions(
             configure=_any(SERVER_NAMED),
             write=_any("master", r"bmesos\.dlx", SERVER_NAMED),
-            read=_any("status", "events", "dead-letters", SERVER_NAMED),
+            read=_any("status", "events", "dead-letters", "logs", "history", SERVER_NAMED),
             topic={"status": (NOTHING, ".*"), "events": (NOTHING, ".*"), "offers": (NOTHING, NOTHING),
-                   "tasks": (NOTHING, NOTHING)})
+                   "tasks": (NOTHING, NOTHING), "logs": (NOTHING, log_binding(who))})
     return Permissions(  # monitor
         configure=_any(SERVER_NAMED),
-        write=_any(r"bmesos\.dlx", SERVER_NAMED),  # Bus.dead_letter: what it cannot decode goes there
-        read=_any("status", "events", SERVER_NAMED),
+        # master: QUERY only (the master denies it anything else); bmesos.dlx: Bus.dead_letter, for what
+        # it cannot decode
+        write=_any("master", r"bmesos\.dlx", SERVER_NAMED),
+        read=_any("status", "events", "logs", "history", SERVER_NAMED),  # history: the stream (bmesos watch)
         topic={"status": (NOTHING, ".*"), "events": (NOTHING, ".*"), "offers": (NOTHING, NOTHING),
-               "tasks": (NOTHING, NOTHING)})
+               "tasks": (NOTHING, NOTHING), "logs": (NOTHING, log_binding(who))})

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from broker_mesos.bus import topology
 from broker_mesos.bus.connection import Bus, Delivery, decode_delivery
 from broker_mesos.bus.tls import TlsOptions
-from broker_mesos.core import codec, protocol, security
+from broker_mesos.core import codec, protocol, queries, security
 from broker_mesos.core.errors import CallRefused, ProtocolError
 from broker_mesos.core.master import (
     Effect,
@@ -40,6 +40,8 @@ from broker_mesos.core.ratelimit import LogLimiter
 from broker_mesos.master import registry
 from broker_mesos.master.allocators import load_policies
 from broker_mesos.master.election import Lease
+from broker_mesos.master.logs import LogRelay
+from broker_mesos.master.metrics import MasterMetrics, Rejection
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,7 @@ class MasterProcess:
         self.dropped: dict[str, int] = {}  # what `dead-letters` dropped, by reason (maxlen, expired)
         self._dropped_reported: dict[str, int] = {}
         self._refusals = LogLimiter()
+        self.logs = LogRelay(self)  # READ_LOG: relayed to the task's agent (master.logs)
         self.bus.declare(topology.master_registry_queue())
         self.bus.before_consume(self.lease.gate)
         queues = {q.name: q for q in topology.master_queues()}
@@ -140,6 +143,7 @@ class MasterProcess:
         self.bus.call_every(REGISTRY_INTERVAL, self._persist)
         self.bus.call_every(FRAMEWORK_CHECK_INTERVAL, self._check_frameworks)
         self._changed_now = True
+        self.metrics = MasterMetrics.for_process(self)
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
@@ -155,6 +159,7 @@ class MasterProcess:
     def _on_ready(self) -> None:
         self.active = True
         self.active_since = self.clock()
+        self.metrics.elected()
         log.info("master %s serving (allocation interval %.3fs, offer timeout %.1fs)", self.config.master_id,
                  self.config.allocation_interval, self.config.offer_timeout)
         if self.insecure:
@@ -258,18 +263,23 @@ class MasterProcess:
 
     # -- inputs -----------------------------------------------------------------------------
     def _decode(self, delivery: Delivery, allowed: tuple[type, ...]) -> codec.Envelope | None:
+        message_type = None  # unknown until decoded
         try:
             envelope = decode_delivery(delivery)
+            message_type = envelope.type
             if not isinstance(envelope.body, allowed):
                 raise ProtocolError(f"{envelope.type} is not accepted on {delivery.queue}")
             check_routing(delivery, envelope)
         except ProtocolError as exc:
+            self.metrics.rejected(message_type, Rejection.INVALID)
             self._reject(delivery, exc.reason)
             return None
         denied = None if self.insecure else self._authorise(delivery, envelope)
         if denied is not None:
+            self.metrics.rejected(envelope.type, Rejection.DENIED)
             self._deny(delivery, envelope, denied)
             return None
+        self.metrics.received(envelope)
         return envelope
 
     # -- the master's fence: every message's user_id against what it claims ------------------
@@ -278,6 +288,8 @@ class MasterProcess:
 
     def _authorise(self, delivery: Delivery, envelope: codec.Envelope) -> security.Denied | None:
         who, body = self._sender(delivery), envelope.body
+        if isinstance(body, protocol.Query):
+            return security.check_query(who, body.what)
         if isinstance(body, protocol.ADMIN_CALLS):
             return security.check_call(who, envelope.type, None)
         if isinstance(body, protocol.FRAMEWORK_CALLS):
@@ -345,6 +357,7 @@ class MasterProcess:
             try:
                 effects = self.state.agent_info(envelope.body, now)
             except CallRefused as exc:  # dead-lettered, told to the agent (its task queue) and on `events`
+                self.metrics.rejected(envelope.type, Rejection.REFUSED)
                 self._reject(delivery, exc.reason)
                 agent_id = envelope.body.agent_id
                 self._perform([ToAgent(agent_id, protocol.Error(exc.reason, envelope.type, envelope.id)),
@@ -362,6 +375,7 @@ class MasterProcess:
         try:
             effects = self.state.from_executor(message, self.clock())
         except CallRefused as exc:
+            self.metrics.rejected("FROM_EXECUTOR", Rejection.REFUSED)
             self._log_refusal(f"agent={message.agent_id}", "FROM_EXECUTOR", exc.reason)
             self.bus.dead_letter(delivery, exc.reason)
             return
@@ -372,10 +386,15 @@ class MasterProcess:
         self.bus.ack(delivery)
 
     def _on_call(self, delivery: Delivery) -> None:
+        if self.logs.handles(delivery):
+            return
         envelope = self._decode(delivery, protocol.FRAMEWORK_CALLS + protocol.ADMIN_CALLS)
         if envelope is None:
             return
         call, reply_to, now = envelope.body, delivery.properties.reply_to, self.clock()
+        if isinstance(call, protocol.Query | protocol.OperatorKill):
+            self._on_query(delivery, envelope, reply_to, now)
+            return
         if isinstance(call, protocol.ADMIN_CALLS):
             self._on_admin_call(delivery, envelope, reply_to, now)
             return
@@ -393,6 +412,7 @@ class MasterProcess:
         try:
             effects = handlers[type(call)](now)
         except CallRefused as exc:
+            self.metrics.rejected(envelope.type, Rejection.REFUSED)
             self._log_refusal(f"framework={call.framework_id}", envelope.type, exc.reason)
             error = protocol.Error(exc.reason, envelope.type, envelope.id)
             self._perform([ToFramework(call.framework_id, error, reply_to, envelope.id)])
@@ -400,6 +420,7 @@ class MasterProcess:
             return
         except Exception as exc:  # a bug must not take the master down; the message says which
             log.exception("internal error applying %s", envelope.type)
+            self.metrics.rejected(envelope.type, Rejection.INTERNAL)
             self._reject(delivery, f"internal error: {exc.__class__.__name__}: {exc}", envelope.type, envelope.id,
                          framework_id=call.framework_id)
             return
@@ -425,6 +446,7 @@ class MasterProcess:
         try:
             effects = self.state.admin(envelope.body, reply_to, envelope.id, now)
         except CallRefused as exc:
+            self.metrics.rejected(envelope.type, Rejection.REFUSED)
             self._log_refusal("operator", envelope.type, exc.reason)
             self._perform([ToFramework("", protocol.Error(exc.reason, envelope.type, envelope.id), reply_to,
                                        envelope.id)])
@@ -432,6 +454,7 @@ class MasterProcess:
             return
         except Exception as exc:  # a bug must not take the master down; the message says which
             log.exception("internal error applying %s", envelope.type)
+            self.metrics.rejected(envelope.type, Rejection.INTERNAL)
             self._reject(delivery, f"internal error: {exc.__class__.__name__}: {exc}", envelope.type, envelope.id,
                          framework_id="")
             return
@@ -440,6 +463,32 @@ class MasterProcess:
                 log.info("%s %s", effect.kind, " ".join(f"{k}={v}" for k, v in sorted(effect.detail.items())))
         self._perform(effects)
         self._done(delivery, changed=any(isinstance(e, PublishEvent) for e in effects))
+
+    def _on_query(self, delivery: Delivery, envelope: codec.Envelope, reply_to: str | None, now: float) -> None:
+        """QUERY (read-only, answered from memory) and OPERATOR_KILL (kills go out at once): neither
+        changes the master's books, so neither waits for a snapshot (docs/protocol.md §18)."""
+        call = envelope.body
+        try:
+            if isinstance(call, protocol.Query):  # a `what` or `sort` it does not know: CallRefused
+                scope = None if self.insecure else security.query_scope(self._sender(delivery))
+                result = queries.answer(self.state, call, now, self.active_since, scope)
+                effects: list[Effect] = [ToFramework("", result, reply_to, envelope.id)]
+            else:
+                effects = self.state.operator_kill(call, reply_to, envelope.id, now)
+                log.info("operator kill of %d task(s) from %s", len(call.tasks),
+                         str(delivery.properties.user_id or "(no user_id)")[:128])
+        except CallRefused as exc:
+            self.metrics.rejected(envelope.type, Rejection.REFUSED)
+            self._log_refusal("operator", envelope.type, exc.reason)
+            effects = [ToFramework("", protocol.Error(exc.reason, envelope.type, envelope.id), reply_to, envelope.id)]
+        except Exception as exc:  # a bug must not take the master down; the message says which
+            log.exception("internal error applying %s", envelope.type)
+            self.metrics.rejected(envelope.type, Rejection.INTERNAL)
+            self._reject(delivery, f"internal error: {exc.__class__.__name__}: {exc}", envelope.type, envelope.id,
+                         framework_id="")
+            return
+        self._perform(effects)
+        self._done(delivery, changed=False)
 
     def _on_status(self, delivery: Delivery) -> None:
         envelope = self._decode(delivery, (protocol.Status,))
@@ -462,6 +511,7 @@ class MasterProcess:
             return
         except Exception as exc:
             log.exception("internal error applying %s", envelope.type)
+            self.metrics.rejected(envelope.type, Rejection.INTERNAL)
             self._reject(delivery, f"internal error: {exc.__class__.__name__}: {exc}")
             return
         self._perform(effects)
@@ -490,7 +540,10 @@ class MasterProcess:
         if not self.active or not self.bus.ready:
             return
         started = time.perf_counter()
+        rounds = self.state.rounds
         effects = self.state.tick(self.clock())
+        if self.state.rounds != rounds:
+            self.metrics.allocation_round(time.perf_counter() - started)
         if any(not isinstance(e, ToFramework) and not (isinstance(e, PublishEvent) and e.kind == "allocation.round")
                for e in effects):
             self._dirty = True  # agents removed, frameworks past their failover timeout: persist that
@@ -500,10 +553,14 @@ class MasterProcess:
 
     def _maybe_round(self) -> None:
         if self.state.changes >= self.config.batch_threshold:
-            self._perform(self.state.allocation_round(self.clock()))
+            started = time.perf_counter()
+            effects = self.state.allocation_round(self.clock())
+            self.metrics.allocation_round(time.perf_counter() - started)
+            self._perform(effects)
 
     # -- effects ----------------------------------------------------------------------------
     def _perform(self, effects: list[Effect]) -> None:
+        self.metrics.performed(effects)
         now = self.clock()
         for effect in effects:
             if isinstance(effect, ToAgent):

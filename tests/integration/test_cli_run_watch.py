@@ -95,7 +95,15 @@ def test_failing_command_exits_nonzero_and_names_the_task(broker_url: str, procs
 
 def test_timeout_gives_up_with_exit_2(broker_url: str, procs: ProcessGroup, tmp_path: Path) -> None:
     cluster(procs, broker_url, tmp_path, agents=1)
-    run = procs.bmesos("run", "run", "--broker", broker_url, "--timeout", "2", "--cpus", "64", "--", "true")
+    procs.bmesos("hog", "run", "--broker", broker_url, "--name", "hog", "--cpus", "4", "--", "sleep", "600")
+    polls = iter(range(1000))
+
+    def hog_running() -> bool:  # the cluster is busy, not too small: run waits, then gives up
+        query = procs.bmesos(f"tasks-{next(polls)}", "tasks", "--broker", broker_url, "--state", "RUNNING")
+        return query.wait(30) == 0 and "hog-0" in query.output()
+
+    wait_for(hog_running, 30, "the hog task running")
+    run = procs.bmesos("run", "run", "--broker", broker_url, "--timeout", "2", "--cpus", "4", "--", "true")
     code, out = finish(run)
     assert code == 2, out
     assert "timed out after 2s" in out

@@ -6,7 +6,8 @@ commands, exactly as the file spells them, are run as child processes against a 
 with the management plugin (``secure_rabbit``). What only Docker would provide is mapped: the
 ``rabbitmq`` host in the services' environment becomes the test node, the paths under ``/run/bmesos``
 and ``/var/lib/bmesos`` become temporary directories, ``bmesos`` on the ``PATH`` runs this checkout's
-code, and each agent replica gets its own ``$HOSTNAME`` (which Docker sets to the container's hostname).
+code, each agent replica gets its own ``$HOSTNAME`` (which Docker sets to the container's hostname) and
+each process its own ``--metrics-port`` (each container has its own ports; these processes share one host).
 
 The framework sketched in docs/protocol.md (plain pika, no broker_mesos imports) is run too, against a
 master in development mode: the sketch publishes without ``user_id`` and declares the shared topology,
@@ -33,7 +34,7 @@ import yaml
 from broker_mesos.bus import provision
 from broker_mesos.testing.processes import Proc, ProcessGroup
 from broker_mesos.testing.pytest_plugin import remove_principals
-from broker_mesos.testing.rabbit import RabbitNode, rabbitmq_available
+from broker_mesos.testing.rabbit import RabbitNode, free_port, rabbitmq_available
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -85,7 +86,8 @@ def test_compose_file_is_secure_by_default(services: dict[str, Any]) -> None:
         assert not {"BMESOS_BROKER", "BMESOS_INSECURE"} & env.keys(), name
         assert "guest" not in " ".join(command(services[name])), name
     # each long-running process reads its own principal's URL file; only init and agents get the admin
-    assert command(services["master"]) == ["bmesos", "master", "--broker-file", "/run/bmesos/secrets/master.url"]
+    assert command(services["master"]) == ["bmesos", "master", "--broker-file", "/run/bmesos/secrets/master.url",
+                                           "--metrics-port", "9110"]
     assert command(services["demo"]) == ["bmesos", "run", "--broker-file", "/run/bmesos/demo/framework.demo.url",
                                          "--count", "10", "--", "echo", "hello"]
     assert {n for n in services if "BMESOS_ADMIN_URL" in (services[n].get("environment") or {})} == {"init", "agent"}
@@ -166,6 +168,9 @@ class Stack:
             args = [a.replace(compose_path, local) for a in args]
         if args[0] == "bmesos":
             args = [shutil.which("bmesos", path=self.env["PATH"]) or "bmesos", *args[1:]]
+        port = str(free_port())
+        args = [re.sub(r"(--metrics-port )\d+", rf"\g<1>{port}", a) for a in args]
+        args = [port if before == "--metrics-port" else a for before, a in zip(["", *args[:-1]], args, strict=True)]
         environment = {k: self.values.get(v, v) for k, v in (service.get("environment") or {}).items()}
         assert all("rabbitmq" not in v for v in environment.values()), environment
         return self.procs.start(f"{name}{replica and '-' + replica}", args,

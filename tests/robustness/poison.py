@@ -8,8 +8,12 @@ replaced by NaN, +Infinity or -Infinity: valid msgpack, invalid messages.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import math
 import time
+import types
+import typing
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +24,7 @@ import pika
 
 from broker_mesos.bus import topology
 from broker_mesos.core import codec, protocol
+from broker_mesos.core.errors import ProtocolError
 from broker_mesos.core.protocol import CommandInfo, TaskInfo, TaskState, TaskStatus
 from broker_mesos.core.resources import Resources
 from broker_mesos.testing.processes import Proc, ProcessGroup
@@ -46,14 +51,56 @@ def samples(agent_id: str, framework_id: str) -> dict[str, Any]:
         "OFFERS": protocol.Offers([protocol.Offer("o-1", framework_id, agent_id, "h", RES, {}, 5.0)]),
         "UPDATE": protocol.Update([status]),
         "ROLES": protocol.Roles([protocol.RoleInfo("r", 1.0, RES, RES, RES, [framework_id])]),
+        "KILL_TASKS": protocol.KillTasks(framework_id, ["t"]),
     }
-    for name, cls in codec.registered_types().items():  # the rest have no numeric field but the envelope's ts
+    for name, cls in codec.registered_types().items():  # the rest: built from their fields
         if name not in out:
+            wire = _valid_wire(cls, {}, info, status, name)
             try:
-                out[name] = cls()
-            except TypeError:
-                out[name] = cls("x") if name != "KILL_TASKS" else cls(framework_id, ["t"])
+                out[name] = codec.decode_body(cls, wire)
+            except ProtocolError:  # a rule across fields (e.g. QUERY's): only the required fields then
+                required = {f.name for f in dataclasses.fields(cls)
+                            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+                out[name] = codec.decode_body(cls, {k: v for k, v in wire.items() if k in required})
     return out
+
+
+STRING_SAMPLES = {"QUERY": "summary"}
+"""The string a message type's string fields take where "x1" is not valid for it."""
+
+
+def _valid_wire(tp: Any, meta: Any, info: TaskInfo, status: TaskStatus, name: str = "") -> Any:
+    """A valid wire value of type ``tp`` (every field present, every list one item long)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _valid_wire(inner, meta, info, status, name)
+    if tp is TaskInfo:
+        return codec.to_wire(info)
+    if tp is TaskStatus:
+        return codec.to_wire(status)
+    if tp is str:
+        return "web" if meta.get("role") else STRING_SAMPLES.get(name, "x1")
+    if tp is bool:
+        return False
+    if tp is bytes:
+        return b"poison"
+    if tp in (int, float):
+        lo, hi = meta.get("min"), meta.get("max")
+        value = (lo + hi) / 2 if lo is not None and hi is not None else (lo or 0) + 1
+        return int(value) if tp is int else float(value)
+    if tp is Resources:
+        return RES.to_wire()
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return next(iter(tp)).value
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        return {f.name: _valid_wire(hints[f.name], f.metadata, info, status, name) for f in dataclasses.fields(tp)}
+    if origin in (list, tuple):
+        return [_valid_wire(typing.get_args(tp)[0], meta, info, status, name)]
+    if origin is dict:
+        return {"k": _valid_wire(typing.get_args(tp)[1], {}, info, status, name)}
+    return "x"
 
 
 def _numeric_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:

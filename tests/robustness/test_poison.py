@@ -19,8 +19,9 @@ from broker_mesos.testing.processes import Proc, ProcessGroup
 from broker_mesos.testing.wait import wait_for
 
 MASTER_INPUTS = (topology.MASTER_CALLS_QUEUE, topology.MASTER_AGENTS_QUEUE, topology.MASTER_STATUS_QUEUE)
-TO_FRAMEWORK = {"OFFERS", "RESCIND", "SUBSCRIBED", "UPDATE", "ERROR", "ALLOCATOR", "ROLES", "ACLS", "EVENT"}
-CALLS = {topology.call_type(c) for c in (*protocol.FRAMEWORK_CALLS, *protocol.ADMIN_CALLS)}
+TO_FRAMEWORK = {"OFFERS", "RESCIND", "SUBSCRIBED", "UPDATE", "ERROR", "ALLOCATOR", "ROLES", "ACLS", "EVENT",
+                "QUERY_RESULT", "EXECUTOR_MESSAGE"}
+CALLS = {topology.call_type(c) for c in (*protocol.FRAMEWORK_CALLS, *protocol.ADMIN_CALLS, *protocol.LOG_CALLS)}
 
 
 def connects(proc: Proc) -> int:
@@ -39,9 +40,14 @@ def route(type_name: str, agent_id: str, framework_id: str) -> list[tuple[str, s
         return [(topology.MASTER, type_name)]
     if type_name in ("REGISTER", "HEARTBEAT"):
         return [(topology.AGENT_REGISTER, type_name.lower())]
+    if type_name == "FROM_EXECUTOR":
+        return [(topology.AGENT_REGISTER, topology.KEY_MESSAGE)]
     if type_name == "STATUS":  # reaches master.status and the framework's status queue
         return [(topology.STATUS, f"{framework_id}.{agent_id}.TASK_RUNNING")]
-    if type_name in ("RUN_TASKS", "KILL_TASKS"):
+    if type_name in ("RUN_TASKS", "KILL_TASKS", "TO_EXECUTOR", "SHUTDOWN_EXECUTORS", "SEND_LOG"):
+        return [(topology.TASKS, agent_id)]
+    if type_name.startswith("executor.") or type_name == "LOG_DATA":
+        # never on the broker (the agent's local socket; an agent's answer to a CLI): an agent must refuse them
         return [(topology.TASKS, agent_id)]
     assert type_name in TO_FRAMEWORK, type_name
     return [(topology.OFFERS, framework_id)]

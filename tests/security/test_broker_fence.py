@@ -181,8 +181,10 @@ def test_agent_may_not_report_for_another_agent(session: Callable[[str], Any]) -
 
 
 def test_monitor_may_only_read(session: Callable[[str], Any]) -> None:
+    """... and ask state queries: it may publish to `master`, where the master's fence denies it all but
+    QUERY (tests/integration/test_cli_cluster.py)."""
     conn = session("monitor.mon")
-    assert refusal(conn, publish(topology.MASTER, "SUBSCRIBE", "monitor.mon")) == ACCESS_REFUSED
+    assert refusal(conn, publish(topology.AGENT_REGISTER, "heartbeat", "monitor.mon")) == ACCESS_REFUSED
     assert refusal(conn, publish(topology.STATUS, "alice.a1.TASK_RUNNING", "monitor.mon")) == ACCESS_REFUSED
     assert refusal(conn, lambda ch: ch.basic_get("offers.alice")) == ACCESS_REFUSED
     assert refusal(conn, lambda ch: ch.queue_bind(own_queue(ch), topology.OFFERS, "#")) == ACCESS_REFUSED
