@@ -11,12 +11,18 @@ from broker_mesos.agent.checkpoint import ExecutorTaskLog
 from broker_mesos.agent.executor_channel import Connection
 from broker_mesos.core.agent_executors import ExecutorEnd, executor_key
 from broker_mesos.core.agent_state import Outcome, TaskEntry, TaskKey, TaskTable
-from broker_mesos.core.protocol import ExecutorInfo, TaskInfo, TaskStatus
+from broker_mesos.core.protocol import (
+    ENV_AGENT_ENDPOINT,
+    ENV_AGENT_ID,
+    ENV_EXECUTOR_ID,
+    ENV_EXECUTOR_TOKEN,
+    ENV_FRAMEWORK_ID,
+    ENV_RECOVERY_TIMEOUT,
+    ExecutorInfo,
+    TaskInfo,
+    TaskStatus,
+)
 
-ENV_AGENT_ENDPOINT = "BMESOS_AGENT_ENDPOINT"
-ENV_EXECUTOR_TOKEN = "BMESOS_EXECUTOR_TOKEN"
-ENV_EXECUTOR_ID = "BMESOS_EXECUTOR_ID"
-ENV_RECOVERY_TIMEOUT = "BMESOS_RECOVERY_TIMEOUT"
 RECOVERY_TIMEOUT = 60.0  # seconds an executor keeps trying to reconnect after its agent went away
 
 
@@ -89,5 +95,5 @@ def executor_environment(info: ExecutorInfo, framework_id: str, agent_id: str, e
     """An executor's ``CommandInfo.environment`` as started: its own, then the agent's variables (which
     it cannot override). ``BMESOS_SANDBOX`` and the rest come with every task (``task_environment``)."""
     return {**info.command.environment, ENV_AGENT_ENDPOINT: str(endpoint), ENV_EXECUTOR_TOKEN: token,
-            ENV_EXECUTOR_ID: info.executor_id, "BMESOS_FRAMEWORK_ID": framework_id, "BMESOS_AGENT_ID": agent_id,
+            ENV_EXECUTOR_ID: info.executor_id, ENV_FRAMEWORK_ID: framework_id, ENV_AGENT_ID: agent_id,
             ENV_RECOVERY_TIMEOUT: f"{RECOVERY_TIMEOUT:g}"}

@@ -49,6 +49,12 @@ from broker_mesos.core import codec
 from broker_mesos.core.errors import ConfigError, ProtocolError
 from broker_mesos.core.framing import MAX_FRAME_BYTES, FrameReader, frame
 from broker_mesos.core.protocol import (
+    ENV_AGENT_ENDPOINT,
+    ENV_AGENT_ID,
+    ENV_EXECUTOR_ID,
+    ENV_EXECUTOR_TOKEN,
+    ENV_FRAMEWORK_ID,
+    ENV_RECOVERY_TIMEOUT,
     ExecutorAcknowledged,
     ExecutorData,
     ExecutorError,
@@ -64,13 +70,6 @@ from broker_mesos.core.protocol import (
 )
 
 log = logging.getLogger(__name__)
-
-ENV_AGENT_ENDPOINT = "BMESOS_AGENT_ENDPOINT"
-ENV_EXECUTOR_TOKEN = "BMESOS_EXECUTOR_TOKEN"
-ENV_EXECUTOR_ID = "BMESOS_EXECUTOR_ID"
-ENV_FRAMEWORK_ID = "BMESOS_FRAMEWORK_ID"
-ENV_AGENT_ID = "BMESOS_AGENT_ID"
-ENV_RECOVERY_TIMEOUT = "BMESOS_RECOVERY_TIMEOUT"
 
 DEFAULT_RECOVERY_TIMEOUT = 60.0
 MAX_RECOVERY_TIMEOUT = 86_400.0
