@@ -606,6 +606,16 @@ class FromExecutor:
 # -- executor <-> its agent (the agent's local executor socket, docs/protocol.md section 17) --------
 
 
+# the environment an agent gives each executor it starts (besides every task's: BMESOS_FRAMEWORK_ID,
+# BMESOS_AGENT_ID, BMESOS_SANDBOX, ...)
+ENV_AGENT_ENDPOINT = "BMESOS_AGENT_ENDPOINT"  # the path of the agent's executor socket
+ENV_EXECUTOR_TOKEN = "BMESOS_EXECUTOR_TOKEN"  # the secret its executor.SUBSCRIBE must carry
+ENV_EXECUTOR_ID = "BMESOS_EXECUTOR_ID"
+ENV_FRAMEWORK_ID = "BMESOS_FRAMEWORK_ID"
+ENV_AGENT_ID = "BMESOS_AGENT_ID"
+ENV_RECOVERY_TIMEOUT = "BMESOS_RECOVERY_TIMEOUT"  # seconds it keeps reconnecting after its agent went away
+
+
 @message("executor.SUBSCRIBE")
 @dataclass(frozen=True, slots=True)
 class ExecutorSubscribe:
