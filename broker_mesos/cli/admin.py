@@ -1,4 +1,4 @@
-"""``bmesos admin``: operator calls to the running master — allocator policy and roles.
+"""``bmesos admin``: operator calls to the running master — allocator policy, roles, ACLs, draining agents.
 
 Each command sends one admin call (exchange ``master``, routing key = the call type) with a private
 reply queue as ``reply_to``, waits for the answer with a deadline and prints it; a refusal (ERROR) is
@@ -116,7 +116,7 @@ def _show(as_json: bool, body: Any, lines: list[str]) -> None:
 
 @click.group()
 def admin() -> None:
-    """Operate the running master: allocator policy, role weights and quotas, ACLs.
+    """Operate the running master: allocator policy, role weights and quotas, ACLs, agent drains.
 
     Every subcommand talks to the master through the broker (--broker URL or $BMESOS_BROKER) and
     prints the master's answer; a refused call is one line on stderr, exit status 1.
@@ -126,6 +126,8 @@ def admin() -> None:
       bmesos admin allocator set priority --param priorities=prod:10,batch:1
       bmesos admin role set prod --weight 2 --guarantee 'cpus:4;mem:4096' --limit 'cpus:16'
       bmesos admin role show
+      bmesos admin drain agent-1 --deadline 600
+      bmesos admin gone agent-7
     """
 
 
@@ -231,3 +233,62 @@ def acl_show(as_json: bool, timeout: float, broker: str, connect_timeout: float,
     acls = request(broker, connect_timeout, protocol.GetAcls(), timeout, tls)
     _show(as_json, acls, [acl_line(a) for a in acls.acls] or ["no ACLs (every framework principal: role *, "
                                                                "default task user)"])
+
+
+def agent_line(result: protocol.AgentAdminResult, now: float) -> str:
+    """One line for an AGENT_ADMIN_RESULT: the agent's state and what the call did."""
+    parts = [f"agent {printable(result.agent_id)} {printable(result.state)}"]
+    if result.state == "GONE":
+        parts.append(f"{result.gone} task(s) ended TASK_GONE_BY_OPERATOR")
+    else:
+        parts.append(f"{result.tasks} task(s) on it")
+        if result.killed:
+            parts.append(f"{result.killed} told to die")
+        if result.deadline is not None:
+            parts.append(f"deadline in {max(0.0, result.deadline - now):.0f}s")
+        parts.append("offers resume" if result.state == "ACTIVE" else "no new offers")
+    return ": ".join(parts[:1]) + ": " + ", ".join(parts[1:])
+
+
+@admin.command("drain")
+@click.argument("agent")
+@click.option("--deadline", type=click.FloatRange(min=0.0, max=protocol.MAX_DRAIN_DEADLINE), default=None,
+              metavar="SECONDS", help="Kill the tasks still running after this many seconds.")
+@click.option("--kill", is_flag=True, help="Kill its tasks now.")
+@_call_options
+def drain(agent: str, deadline: float | None, kill: bool, as_json: bool, timeout: float, broker: str,
+          connect_timeout: float, tls: TlsOptions | None, log_level: str) -> None:
+    """Drain AGENT (its full id): no new offers from it, outstanding ones rescinded; its tasks finish,
+    or are killed now (--kill) or when --deadline passes (Mesos maintenance, `nomad node drain`).
+
+    \b
+      bmesos admin drain agent-1                  # let its tasks finish
+      bmesos admin drain agent-1 --deadline 600   # kill what still runs in 10 minutes
+      bmesos admin drain agent-1 --kill           # kill its tasks now
+    """
+    setup_logging(log_level)
+    result = request(broker, connect_timeout, protocol.DrainAgent(agent, deadline, kill), timeout, tls)
+    _show(as_json, result, [agent_line(result, time.time())])
+
+
+@admin.command("undrain")
+@click.argument("agent")
+@_call_options
+def undrain(agent: str, as_json: bool, timeout: float, broker: str, connect_timeout: float,
+            tls: TlsOptions | None, log_level: str) -> None:
+    """End the drain of AGENT: it is offered again."""
+    setup_logging(log_level)
+    result = request(broker, connect_timeout, protocol.UndrainAgent(agent), timeout, tls)
+    _show(as_json, result, [agent_line(result, time.time())])
+
+
+@admin.command("gone")
+@click.argument("agent")
+@_call_options
+def gone(agent: str, as_json: bool, timeout: float, broker: str, connect_timeout: float,
+         tls: TlsOptions | None, log_level: str) -> None:
+    """Mark AGENT, which the master removed, gone for good: its LOST / UNREACHABLE tasks end
+    TASK_GONE_BY_OPERATOR and it may never register again under that id."""
+    setup_logging(log_level)
+    result = request(broker, connect_timeout, protocol.MarkAgentGone(agent), timeout, tls)
+    _show(as_json, result, [agent_line(result, time.time())])

@@ -23,6 +23,7 @@ COMMANDS = {
     "principals": "broker_mesos.cli.principals:principals",
     "agent": "broker_mesos.cli.agent:agent",
     "run": "broker_mesos.cli.run:run",
+    "ui": "broker_mesos.cli.ui:ui",
     "watch": "broker_mesos.cli.watch:watch",
 }
 

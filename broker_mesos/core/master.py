@@ -80,6 +80,8 @@ class MasterState(ExecutorRules, AgentRules, AclRules):
         self._next_filter_expiry = float("inf")
         # agents removed for silence -> the tasks declared LOST with them (killed if the agent returns)
         self.removed_agents: collections.OrderedDict[str, set[tuple[str, str]]] = collections.OrderedDict()
+        self.draining: set[str] = set()  # agents an operator drains (DRAIN_AGENT): offered nothing
+        self.gone_agents: collections.OrderedDict[str, float] = collections.OrderedDict()  # MARK_AGENT_GONE
         self._next_liveness_check = float("-inf")
         # until then, tasks agents report that this master never launched are adopted, not killed: set
         # by the process shell when it takes over (they may be a dead predecessor's unpersisted launches)
@@ -343,7 +345,8 @@ class MasterState(ExecutorRules, AgentRules, AclRules):
             self._unbook_task(task)
             self._complete(key, task)
         self._changed()
-        return []
+        agent = self.agents.get(task.agent_id)
+        return self._drained_check(agent) if agent is not None else []
 
     # -- time -------------------------------------------------------------------------------
     def round_due(self, now: float) -> bool:
@@ -360,6 +363,8 @@ class MasterState(ExecutorRules, AgentRules, AclRules):
         if now >= self._next_liveness_check:
             self._next_liveness_check = now + LIVENESS_CHECK_PERIOD
             effects.extend(self._check_liveness(now))
+            if self.draining:
+                effects.extend(self.drain_tick(now))
         if self.round_due(now):
             effects.extend(self.allocation_round(now))
         return effects
@@ -380,7 +385,10 @@ class MasterState(ExecutorRules, AgentRules, AclRules):
             live = [held for until, held in refused if until > now]
             return bool(live) and resources <= (live[0] if len(live) == 1 else add_all(Resources(), live))
 
-        allocations = self.allocator.round(self.agents, self.frameworks, self.total, filtered, now)
+        agents = self.agents
+        if self.draining:  # a draining agent is offered nothing (one pass over the agents while any drains)
+            agents = {agent_id: a for agent_id, a in agents.items() if agent_id not in self.draining}
+        allocations = self.allocator.round(agents, self.frameworks, self.total, filtered, now)
         per_framework: dict[str, list[protocol.Offer]] = {}
         offered: dict[str, list[Resources]] = {}
         timeout = self.config.offer_timeout
@@ -406,7 +414,13 @@ class MasterState(ExecutorRules, AgentRules, AclRules):
     def admin(self, call: Any, reply_to: str | None, call_id: str, now: float) -> list[Effect]:
         """SET_ALLOCATOR / GET_ALLOCATOR / SET_ROLE / GET_ROLES / SET_ACL / GET_ACLS, answered on
         ``reply_to``. A new policy applies from the next round (a full one); outstanding offers stay
-        valid, none is made twice."""
+        valid, none is made twice. DRAIN_AGENT / UNDRAIN_AGENT / MARK_AGENT_GONE: ``core.master_agents``."""
+        if isinstance(call, protocol.DrainAgent):
+            return self.drain_agent(call, reply_to, call_id, now)
+        if isinstance(call, protocol.UndrainAgent):
+            return self.undrain_agent(call, reply_to, call_id, now)
+        if isinstance(call, protocol.MarkAgentGone):
+            return self.mark_agent_gone(call, reply_to, call_id, now)
         if isinstance(call, protocol.SetAcl):
             reply, events = self.set_acl(call)
         elif isinstance(call, protocol.GetAcls):

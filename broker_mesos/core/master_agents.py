@@ -14,9 +14,11 @@ from broker_mesos.core.allocation.engine import Allocator
 from broker_mesos.core.errors import CallRefused
 from broker_mesos.core.master_model import (
     COMPLETED_TASKS_KEPT,
+    GONE_AGENTS_KEPT,
     NO_USAGE,
     REMOVED_AGENTS_KEPT,
     AgentRecord,
+    DrainInfo,
     Effect,
     FrameworkRecord,
     MasterConfig,
@@ -50,6 +52,8 @@ class AgentRules:
     offers: dict[str, OfferRecord]
     completed: collections.OrderedDict[tuple[str, str], TaskRecord]
     removed_agents: collections.OrderedDict[str, set[tuple[str, str]]]
+    draining: set[str]  # ids of the agents with a ``drain`` (kept in step with AgentRecord.drain)
+    gone_agents: collections.OrderedDict[str, float]  # agent id -> when an operator marked it gone
     total: Resources
     adopt_until: float
 
@@ -71,12 +75,21 @@ class AgentRules:
     def _executors_in_use(self, agent: AgentRecord) -> Resources:
         raise NotImplementedError
 
+    def _release_offer(self, offer: OfferRecord) -> None:
+        raise NotImplementedError
+
+    def _unbook_task(self, task: TaskRecord) -> None:
+        raise NotImplementedError
+
     # -- agents -----------------------------------------------------------------------------
     def agent_info(self, info: protocol.Register | protocol.Heartbeat, now: float) -> list[Effect]:
         """REGISTER or HEARTBEAT: admit a new agent, or refresh a known one. Tasks it reports that this
         master never launched are adopted while a take-over restores them (``adopt_until``), and
         killed on the agent after that. An agent claiming more than ``max_agent_resources`` is
         refused (``CallRefused``) and nothing changes."""
+        if info.agent_id in self.gone_agents:
+            raise CallRefused(f"agent {info.agent_id} was marked gone by an operator: it may not register again "
+                              f"(start it afresh, with a new agent id)")
         cap = self.config.max_agent_resources
         if any(info.resources.scalar(name) > most for name, most in cap.scalars.items()):
             raise CallRefused(f"agent {info.agent_id} reports {info.resources}, more than the master admits "
@@ -187,11 +200,148 @@ class AgentRules:
                        for fw, ids in sorted(kill.items()))
         return effects
 
+    # -- operators: drain, undrain, mark gone (docs/protocol.md §11) ------------------------------
+    def _registered(self, agent_id: str) -> AgentRecord:
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            known = agent_id in self.removed_agents or agent_id in self.gone_agents
+            raise CallRefused(f"agent {agent_id} is not registered" + (" (it was removed)" if known else
+                                                                       " (unknown agent)"))
+        return agent
+
+    def drain_agent(self, call: protocol.DrainAgent, reply_to: str | None, call_id: str,
+                    now: float) -> list[Effect]:
+        """No offers from the agent from now on (its outstanding offers are rescinded at once); with
+        ``kill`` its live tasks are killed now, with a deadline those still live then (``drain_tick``).
+        Draining a draining agent again replaces its deadline and kill."""
+        agent = self._registered(call.agent_id)
+        deadline = None if call.deadline_seconds is None else now + call.deadline_seconds
+        since = agent.drain.since if agent.drain is not None else now
+        agent.drain = DrainInfo(since, deadline, call.kill)
+        self.draining.add(agent.agent_id)
+        rescinded: dict[str, list[str]] = {}
+        for offer_id in sorted(agent.offers):
+            offer = self.offers[offer_id]
+            self._release_offer(offer)
+            rescinded.setdefault(offer.framework_id, []).append(offer_id)
+        effects: list[Effect] = [ToFramework(fw, protocol.Rescind(ids)) for fw, ids in sorted(rescinded.items())]
+        killed = 0
+        if call.kill or (deadline is not None and deadline <= now):
+            kills, killed = self._drain_kill(agent, now, "killed: its agent is drained by an operator")
+            effects.extend(kills)
+        self._changed()
+        effects.append(PublishEvent("agent.draining", {
+            "agent_id": agent.agent_id, "deadline": deadline, "kill": call.kill, "tasks": len(agent.tasks),
+            "offers_rescinded": sum(len(ids) for ids in rescinded.values()), "tasks_killed": killed}))
+        effects.extend(self._drained_check(agent))
+        effects.append(ToFramework("", self._agent_result(agent, killed=killed), reply_to, call_id))
+        return effects
+
+    def undrain_agent(self, call: protocol.UndrainAgent, reply_to: str | None, call_id: str,
+                      now: float) -> list[Effect]:
+        """End a drain: the agent's free resources are offered again from the next round. Undraining an
+        agent that is not draining changes nothing (answered all the same)."""
+        agent = self._registered(call.agent_id)
+        effects: list[Effect] = []
+        if agent.drain is not None:
+            agent.drain = None
+            self.draining.discard(agent.agent_id)
+            self.allocator.agent_changed(agent.agent_id)
+            self._changed()
+            effects.append(PublishEvent("agent.undrained", {"agent_id": agent.agent_id}))
+        effects.append(ToFramework("", self._agent_result(agent), reply_to, call_id))
+        return effects
+
+    def mark_agent_gone(self, call: protocol.MarkAgentGone, reply_to: str | None, call_id: str,
+                        now: float) -> list[Effect]:
+        """Mesos' MARK_AGENT_GONE for an agent that is not registered: its tasks the master remembers as
+        TASK_LOST or TASK_UNREACHABLE end TASK_GONE_BY_OPERATOR (published on ``status``), and its id is
+        refused if it registers again (the last ``GONE_AGENTS_KEPT`` ids are remembered). Refused for a
+        registered agent (drain it first; it is gone once it is removed) and an id never seen."""
+        agent_id = call.agent_id
+        if agent_id in self.agents:
+            raise CallRefused(f"agent {agent_id} is registered: only an agent the master removed can be marked gone")
+        if agent_id in self.gone_agents:
+            return [ToFramework("", protocol.AgentAdminResult(agent_id, "GONE"), reply_to, call_id)]
+        keys = self.removed_agents.pop(agent_id, None)
+        if keys is None:
+            keys = {key for key, task in self.completed.items() if task.agent_id == agent_id}
+            if not keys:
+                raise CallRefused(f"agent {agent_id} is unknown to the master (neither registered nor removed)")
+        effects: list[Effect] = []
+        for key in sorted(keys):
+            task = self.completed.get(key)
+            if task is None or task.agent_id != agent_id or task.state not in (TaskState.LOST, TaskState.UNREACHABLE):
+                continue
+            status = self._master_status(task.framework_id, task.task_id, agent_id, TaskState.GONE_BY_OPERATOR,
+                                         "REASON_AGENT_GONE_BY_OPERATOR",
+                                         "its agent was marked gone by an operator", now)
+            task.state, task.last_status = TaskState.GONE_BY_OPERATOR, status
+            task.note(status)
+            effects.append(PublishStatus(status))
+        self.gone_agents[agent_id] = now
+        while len(self.gone_agents) > GONE_AGENTS_KEPT:
+            self.gone_agents.popitem(last=False)
+        self._changed()
+        gone = len(effects)  # one PublishStatus per task
+        effects.append(PublishEvent("agent.gone", {"agent_id": agent_id, "tasks_gone": gone}))
+        effects.append(ToFramework("", protocol.AgentAdminResult(agent_id, "GONE", gone=gone), reply_to, call_id))
+        return effects
+
+    def drain_tick(self, now: float) -> list[Effect]:
+        """For draining agents: kill the live tasks of those past their deadline (once), and publish
+        ``agent.drained`` for those with no task left (once per drain)."""
+        effects: list[Effect] = []
+        for agent_id in sorted(self.draining):
+            agent = self.agents[agent_id]
+            drain = agent.drain
+            assert drain is not None
+            if drain.deadline is not None and now >= drain.deadline and not drain.killed:
+                kills, killed = self._drain_kill(agent, now, "killed: its agent's drain deadline passed")
+                effects.extend(kills)
+                if killed:
+                    effects.append(PublishEvent("agent.drain_deadline", {"agent_id": agent_id,
+                                                                         "tasks_killed": killed}))
+            effects.extend(self._drained_check(agent))
+        return effects
+
+    def _drain_kill(self, agent: AgentRecord, now: float, message: str) -> tuple[list[Effect], int]:
+        """KILL_TASKS (the ordinary kill path: each task ends TASK_KILLED on ``status``) for the agent's
+        live tasks; the reason is kept in each task's history (``bmesos describe task``)."""
+        assert agent.drain is not None
+        agent.drain.killed = True
+        by_framework: dict[str, list[str]] = {}
+        for key in sorted(agent.tasks):
+            task = self.tasks[key]
+            if task.state.terminal:  # declared LOST, already being killed quietly
+                continue
+            task.note(self._master_status(task.framework_id, task.task_id, agent.agent_id, task.state,
+                                          "REASON_AGENT_DRAINING", message, now))
+            by_framework.setdefault(task.framework_id, []).append(task.task_id)
+        effects: list[Effect] = [ToAgent(agent.agent_id, protocol.KillTasks(fw, ids))
+                                 for fw, ids in sorted(by_framework.items())]
+        return effects, sum(len(ids) for ids in by_framework.values())
+
+    def _drained_check(self, agent: AgentRecord) -> list[Effect]:
+        drain = agent.drain
+        if drain is None or drain.drained or agent.tasks:
+            return []
+        drain.drained = True
+        self._changed()
+        return [PublishEvent("agent.drained", {"agent_id": agent.agent_id})]
+
+    def _agent_result(self, agent: AgentRecord, killed: int = 0) -> protocol.AgentAdminResult:
+        drain = agent.drain
+        state = "ACTIVE" if drain is None else "DRAINED" if drain.drained else "DRAINING"
+        return protocol.AgentAdminResult(agent.agent_id, state, len(agent.tasks), killed,
+                                         deadline=None if drain is None else drain.deadline)
+
     def remove_agent(self, agent_id: str, reason: str, now: float) -> list[Effect]:
         """Drop an agent: its tasks go LOST, or UNREACHABLE for partition-aware frameworks (published as
         the master's own updates), its offers are rescinded and its resources leave the pool; if it
         comes back it is re-admitted afresh."""
         agent = self.agents.pop(agent_id)
+        self.draining.discard(agent_id)  # a drain ends with the agent: it comes back undrained
         effects: list[Effect] = self._drop_agent_executors(agent, f"its agent was removed: {reason}")
         rescinded: dict[str, list[str]] = {}
         for offer_id in sorted(agent.offers):

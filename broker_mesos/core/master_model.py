@@ -21,6 +21,7 @@ COMPLETED_TASKS_KEPT = 10_000
 DEFAULT_MAX_AGENT_RESOURCES_TEXT = "cpus:100000;mem:1073741824;disk:1073741824;gpus:1000"
 DEFAULT_MAX_AGENT_RESOURCES = Resources.parse(DEFAULT_MAX_AGENT_RESOURCES_TEXT)
 REMOVED_AGENTS_KEPT = 1_000
+GONE_AGENTS_KEPT = 10_000  # agent ids marked gone by an operator (MARK_AGENT_GONE), oldest forgotten first
 # per task: its latest status updates, for `bmesos describe task` (not persisted: a new master starts afresh);
 # each without its opaque data and with its message cut to HISTORY_MESSAGE_CHARS, so 10,000 live and
 # 10,000 remembered tasks hold at most about 20,000 * 32 small records
@@ -88,6 +89,20 @@ NO_USAGE = TaskUsage()
 
 
 @dataclass(slots=True)
+class DrainInfo:
+    """An operator's DRAIN_AGENT (Mesos maintenance, ``nomad node drain``): no offers from the agent;
+    ``kill``: its tasks were told to die at once; ``deadline``: the time (the master's clock) its tasks
+    still running are killed; ``killed``: that kill went out; ``drained``: ``agent.drained`` was
+    published (no task left)."""
+
+    since: float
+    deadline: float | None = None
+    kill: bool = False
+    killed: bool = False
+    drained: bool = False
+
+
+@dataclass(slots=True)
 class AgentRecord:
     agent_id: str
     hostname: str
@@ -103,6 +118,7 @@ class AgentRecord:
     grace_until: float = 0.0
     # the sum of its live tasks' latest reported usage (TaskRecord.usage)
     usage: TaskUsage = NO_USAGE
+    drain: DrainInfo | None = None  # set while an operator drains it (persisted in the registry)
 
 
 @dataclass(slots=True)

@@ -39,6 +39,7 @@ class TaskState(enum.StrEnum):
     ERROR = "TASK_ERROR"
     DROPPED = "TASK_DROPPED"
     UNREACHABLE = "TASK_UNREACHABLE"
+    GONE_BY_OPERATOR = "TASK_GONE_BY_OPERATOR"  # its agent was marked gone by an operator (MARK_AGENT_GONE)
 
     @property
     def terminal(self) -> bool:
@@ -46,7 +47,7 @@ class TaskState(enum.StrEnum):
 
 
 TERMINAL_STATES = frozenset({TaskState.FINISHED, TaskState.FAILED, TaskState.KILLED, TaskState.LOST,
-                             TaskState.ERROR, TaskState.DROPPED})
+                             TaskState.ERROR, TaskState.DROPPED, TaskState.GONE_BY_OPERATOR})
 
 
 # -- shared values ----------------------------------------------------------------------------
@@ -498,6 +499,56 @@ class OperatorKill:
             raise ProtocolError(f"OPERATOR_KILL names 1 to {MAX_KILL_TASKS} tasks")
 
 
+# -- operators drain agents and mark removed ones gone (docs/protocol.md §6.8, §11) ----------------
+
+MAX_DRAIN_DEADLINE = 30 * 24 * 3600.0  # seconds: the longest DRAIN_AGENT deadline (30 days)
+
+
+@message("DRAIN_AGENT")
+@dataclass(frozen=True, slots=True)
+class DrainAgent:
+    """Stop offering a registered agent's resources (outstanding offers rescinded at once); ``kill``: kill
+    its tasks now; ``deadline_seconds``: kill those still running then; neither: let them finish.
+    Answered with AGENT_ADMIN_RESULT. Draining an agent again replaces its deadline and kill."""
+
+    agent_id: str = id_field()
+    deadline_seconds: float | None = bounded(0.0, MAX_DRAIN_DEADLINE, default=None)
+    kill: bool = False
+
+
+@message("UNDRAIN_AGENT")
+@dataclass(frozen=True, slots=True)
+class UndrainAgent:
+    """End a drain: the agent's resources are offered again. Answered with AGENT_ADMIN_RESULT."""
+
+    agent_id: str = id_field()
+
+
+@message("MARK_AGENT_GONE")
+@dataclass(frozen=True, slots=True)
+class MarkAgentGone:
+    """An agent that is not registered (removed for silence) is gone for good: its tasks the master
+    remembers as TASK_LOST / TASK_UNREACHABLE end TASK_GONE_BY_OPERATOR, and the id may never register
+    again. Answered with AGENT_ADMIN_RESULT."""
+
+    agent_id: str = id_field()
+
+
+@message("AGENT_ADMIN_RESULT")
+@dataclass(frozen=True, slots=True)
+class AgentAdminResult:
+    """The answer to DRAIN_AGENT, UNDRAIN_AGENT and MARK_AGENT_GONE: the agent's state now (``ACTIVE``,
+    ``DRAINING``, ``DRAINED`` or ``GONE``), its live tasks, how many this call killed or marked gone,
+    and the drain deadline (the master's clock, seconds since the epoch) if there is one."""
+
+    agent_id: str = id_field()
+    state: str = ""
+    tasks: int = 0
+    killed: int = 0
+    gone: int = 0
+    deadline: float | None = None
+
+
 # -- master -> framework (exchange offers, routing key = framework id; or the caller's reply_to) --
 
 
@@ -791,6 +842,8 @@ FRAMEWORK_CALLS: tuple[type, ...] = (Subscribe, Accept, Decline, Kill, Revive, S
                                      Message)
 AGENT_MESSAGES: tuple[type, ...] = (Register, Heartbeat, FromExecutor)
 # QUERY is here for its binding on `master.calls`; unlike the others it is open to monitors and frameworks
-ADMIN_CALLS: tuple[type, ...] = (SetAllocator, GetAllocator, SetRole, GetRoles, SetAcl, GetAcls, Query, OperatorKill)
+ADMIN_CALLS: tuple[type, ...] = (SetAllocator, GetAllocator, SetRole, GetRoles, SetAcl, GetAcls, Query, OperatorKill,
+                                 DrainAgent, UndrainAgent, MarkAgentGone)
+AGENT_ADMIN_CALLS: tuple[type, ...] = (DrainAgent, UndrainAgent, MarkAgentGone)
 ALLOCATION_CALLS: tuple[type, ...] = (SetAllocator, GetAllocator, SetRole, GetRoles)
 LOG_CALLS: tuple[type, ...] = (ReadLog,)  # answered by the task's agent, not the master

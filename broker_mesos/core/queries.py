@@ -40,7 +40,11 @@ MAX_REPLY_BYTES = 4 * 1024 * 1024  # encoded items per QUERY_RESULT (the message
 AGENT_ACTIVE = "ACTIVE"
 AGENT_SILENT = "SILENT"  # a heartbeat is overdue (more than two intervals without one), not removed yet
 AGENT_REMOVED = "REMOVED"  # removed for silence; remembered (REMOVED_AGENTS_KEPT) with its lost tasks
-AGENT_STATES = (AGENT_ACTIVE, AGENT_SILENT, AGENT_REMOVED)
+AGENT_DRAINING = "DRAINING"  # an operator drains it (DRAIN_AGENT): offered nothing, tasks still on it
+AGENT_DRAINED = "DRAINED"  # drained and no task left on it
+AGENT_GONE = "GONE"  # marked gone by an operator (MARK_AGENT_GONE): counted in the summary, never listed
+AGENT_STATES = (AGENT_ACTIVE, AGENT_SILENT, AGENT_REMOVED)  # always in the summary; DRAINING, DRAINED and
+# GONE only when some agent is in them
 FRAMEWORK_CONNECTED = "CONNECTED"
 FRAMEWORK_DISCONNECTED = "DISCONNECTED"
 SILENT_AFTER_INTERVALS = 2.0
@@ -108,8 +112,11 @@ def summary(state: MasterState, now: float, active_since: float, visible: Visibl
     """Counts and sums over everything: one pass over agents, frameworks, tasks and offers."""
     agents = dict.fromkeys(AGENT_STATES, 0)
     for agent in state.agents.values():
-        agents[agent_state(state, agent, now)] += 1
+        kind = agent_state(state, agent, now)
+        agents[kind] = agents.get(kind, 0) + 1
     agents[AGENT_REMOVED] = sum(1 for a in state.removed_agents if a not in state.agents)
+    if state.gone_agents:
+        agents[AGENT_GONE] = len(state.gone_agents)
     frameworks: dict[str, int] = {}
     for fw in state.frameworks.values():
         if _visible(visible, fw.framework_id):
@@ -148,7 +155,11 @@ def _amounts(sums: dict[str, float]) -> Resources:
 
 def agent_state(state: MasterState, agent: AgentRecord, now: float) -> str:
     overdue = now - agent.last_seen > SILENT_AFTER_INTERVALS * agent.heartbeat_interval
-    return AGENT_SILENT if overdue and now >= agent.grace_until else AGENT_ACTIVE
+    if overdue and now >= agent.grace_until:
+        return AGENT_SILENT
+    if agent.drain is not None:
+        return AGENT_DRAINED if agent.drain.drained else AGENT_DRAINING
+    return AGENT_ACTIVE
 
 
 def _agents(state: MasterState, query: Query, now: float) -> tuple[int, list[AgentItem]]:

@@ -57,7 +57,7 @@ class Rejection(enum.StrEnum):
     INTERNAL = "internal"  # a bug of the master while applying it: dead-lettered
 
 
-AGENT_STATES = ("active", "silent", "removed")
+AGENT_STATES = ("active", "silent", "removed")  # and "draining" (DRAIN_AGENT) while some agent drains
 FRAMEWORK_STATES = ("active", "suppressed", "disconnected")
 
 
@@ -93,7 +93,9 @@ def sample_cluster(state: MasterState, now: float) -> ClusterSample:
     free: dict[str, float] = {}
     for agent in state.agents.values():
         ping = state.config.agent_ping_timeout or agent.heartbeat_interval
-        agents["silent" if now - agent.last_seen > SILENT_AFTER_MISSED * ping else "active"] += 1
+        kind = "silent" if now - agent.last_seen > SILENT_AFTER_MISSED * ping else \
+            "draining" if agent.drain is not None else "active"
+        agents[kind] = agents.get(kind, 0) + 1
         exporter.add_amounts(total, agent.total.quantities())
         exporter.add_amounts(free, agent.free.quantities())
     agents["removed"] = len(state.removed_agents)

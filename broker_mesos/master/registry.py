@@ -5,7 +5,8 @@ only the latest message. What is in it: agents (total resources, attributes), fr
 failover timeout, whether their scheduler was seen), the allocator policy and role settings, live tasks
 (where, how much, state), booked executors (where, whose, their ExecutorInfo and resources), the last
 completed tasks (so RECONCILE still answers for them), agents removed for silence (with the tasks
-declared LOST, killed if they return) and the id counters. Offers are not in it: they die with the
+declared LOST, killed if they return), operators' drains (per agent) and agents marked gone, and the
+id counters. Offers are not in it: they die with the
 master that made them and their resources return to the pool.
 
 The snapshot is a pure function of ``MasterState``; ``restore`` rebuilds a state whose books balance
@@ -23,6 +24,7 @@ import msgpack
 from broker_mesos.core import codec
 from broker_mesos.core.allocation.roles import RoleConfig
 from broker_mesos.core.master import AgentRecord, ExecutorRecord, FrameworkRecord, MasterState, TaskRecord
+from broker_mesos.core.master_model import DrainInfo
 from broker_mesos.core.protocol import ExecutorInfo, TaskState
 from broker_mesos.core.resources import Resources
 from broker_mesos.core.security import FrameworkAcl
@@ -50,8 +52,11 @@ def snapshot(state: MasterState, master_id: str, seen_consuming: set[str]) -> by
         "format": FORMAT,
         "master_id": master_id,
         "counters": [next_offer, next_status, next_framework],
-        "agents": [[a.agent_id, a.hostname, a.total.to_wire(), a.attributes, a.heartbeat_interval]
+        "agents": [[a.agent_id, a.hostname, a.total.to_wire(), a.attributes, a.heartbeat_interval,
+                    None if a.drain is None else [a.drain.since, a.drain.deadline, a.drain.kill, a.drain.killed,
+                                                  a.drain.drained]]
                    for a in state.agents.values()],
+        "gone_agents": [[agent_id, at] for agent_id, at in state.gone_agents.items()],
         "frameworks": [[f.framework_id, f.name, f.role, f.weight, f.seq, f.reply_to,
                         f.suppressed_before_disconnect if f.disconnected_at is not None else f.suppressed,
                         f.failover_timeout, f.disconnected_at is not None, f.framework_id in seen_consuming,
@@ -95,11 +100,19 @@ def _load(state: MasterState, data: dict[str, Any], now: float) -> None:
     state._offer_ids = itertools.count(int(next_offer))
     state._status_ids = itertools.count(int(next_status))
     state._framework_seq = itertools.count(int(next_framework))
-    for agent_id, hostname, total, attributes, interval in data["agents"]:
+    for agent_id, hostname, total, attributes, interval, *rest in data["agents"]:
         resources = Resources.from_wire(total)
-        state.agents[agent_id] = AgentRecord(agent_id, hostname, resources, resources, dict(attributes), now,
-                                             float(interval), grace_until=now + state.config.agent_reregister_timeout)
+        agent = AgentRecord(agent_id, hostname, resources, resources, dict(attributes), now,
+                            float(interval), grace_until=now + state.config.agent_reregister_timeout)
+        state.agents[agent_id] = agent
         state.total = state.total + resources
+        if rest and rest[0] is not None:  # a drain survives a failover (its deadline is wall-clock time)
+            since, deadline, kill, killed, drained = rest[0]
+            agent.drain = DrainInfo(float(since), None if deadline is None else float(deadline), bool(kill),
+                                    bool(killed), bool(drained))
+            state.draining.add(agent_id)
+    for agent_id, at in data.get("gone_agents", []):
+        state.gone_agents[str(agent_id)] = float(at)
     for fw, name, role, weight, seq, reply_to, suppressed, failover, disconnected, _seen, *rest in data["frameworks"]:
         record = FrameworkRecord(fw, name, role, float(weight), int(seq), reply_to, suppressed=bool(suppressed),
                                  failover_timeout=float(failover), partition_aware=bool(rest and rest[0]),

@@ -20,7 +20,7 @@ from broker_mesos.testing.wait import wait_for
 
 MASTER_INPUTS = (topology.MASTER_CALLS_QUEUE, topology.MASTER_AGENTS_QUEUE, topology.MASTER_STATUS_QUEUE)
 TO_FRAMEWORK = {"OFFERS", "RESCIND", "SUBSCRIBED", "UPDATE", "ERROR", "ALLOCATOR", "ROLES", "ACLS", "EVENT",
-                "QUERY_RESULT", "EXECUTOR_MESSAGE"}
+                "QUERY_RESULT", "EXECUTOR_MESSAGE", "AGENT_ADMIN_RESULT"}
 CALLS = {topology.call_type(c) for c in (*protocol.FRAMEWORK_CALLS, *protocol.ADMIN_CALLS, *protocol.LOG_CALLS)}
 
 
