@@ -9,58 +9,28 @@ one line on stderr and exit status 1. Everything the master sent is escaped (``p
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import click
 
-from broker_mesos.bus import topology
-from broker_mesos.bus.connection import Bus, Delivery
 from broker_mesos.bus.tls import TlsOptions
 from broker_mesos.cli.common import broker_options, json_line, one_line_errors, printable, setup_logging
+from broker_mesos.cli.query import Client, NoAnswer, Refused
 from broker_mesos.core import codec, protocol
-from broker_mesos.core.errors import ProtocolError, ResourceError
+from broker_mesos.core.errors import ResourceError
 from broker_mesos.core.resources import Resources
 
 REPLY_TIMEOUT = 15.0
 
 
 def request(broker: str, connect_timeout: float, call: Any, timeout: float, tls: TlsOptions | None = None) -> Any:
-    """Send ``call`` to the master and return the body of its reply (or raise ClickException)."""
-    bus = Bus(broker, "admin", connect_timeout=connect_timeout, tls=tls)
-    replies = topology.Queue("", durable=False, exclusive=True, auto_delete=True)
-    call_id = uuid.uuid4().hex
-    result: list[Any] = []
-
-    def on_reply(delivery: Delivery) -> None:
-        try:
-            envelope = codec.decode(delivery.body)
-        except ProtocolError as exc:
-            bus.dead_letter(delivery, exc.reason)
-            return
-        bus.ack(delivery)
-        if delivery.properties.correlation_id == call_id and not result:
-            result.append(envelope.body)
-            bus.stop()
-
-    def send() -> None:
-        if sent:
-            return
-        sent.append(True)
-        bus.publish(topology.MASTER, topology.call_type(type(call)), codec.encode(call, time.time(), call_id),
-                    reply_to=bus.queue_name(replies), correlation_id=call_id)
-        bus.call_later(timeout, bus.stop)
-
-    sent: list[bool] = []
-    bus.consume(replies, on_reply)
-    bus.on_ready(send)
-    bus.run()
-    if not result:
-        raise click.ClickException(f"no answer from the master within {timeout:g}s (is `bmesos master` running?)")
-    if isinstance(result[0], protocol.Error):
-        error = result[0]
-        raise click.ClickException(f"the master refused {printable(error.call_type)}: {printable(error.message)}")
-    return result[0]
+    """Send ``call`` to the master and return the body of its reply (or raise ClickException). The
+    call expires unanswered after ``timeout`` (``cli.query.Client``): a master started later never
+    applies an admin call its operator already gave up on."""
+    try:
+        return Client(broker, connect_timeout, timeout, tls, name="admin").call(call)
+    except (NoAnswer, Refused) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def parse_params(values: tuple[str, ...]) -> dict[str, str]:
