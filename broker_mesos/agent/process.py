@@ -30,7 +30,7 @@ from broker_mesos.agent import checkpoint, recovery
 from broker_mesos.agent.checkpoint import Message, StatusJournal
 from broker_mesos.agent.executor import CommandExecutor, Executor, make_executor
 from broker_mesos.agent.executors import ExecutorManager, ExecutorTimeouts
-from broker_mesos.agent.isolation import make_isolator
+from broker_mesos.agent.isolation import cgroup_name, make_isolator
 from broker_mesos.agent.isolation.limits import DEFAULT_PIDS_LIMIT, Policy
 from broker_mesos.agent.logs import LogServer
 from broker_mesos.agent.sandbox import SandboxGC, disk_usage, sandbox_dir
@@ -123,7 +123,8 @@ class Agent:
         self.config = config
         self.agent_id = config.agent_id
         isolator = make_isolator(config.isolation, config.agent_id,
-                                 Policy(config.cgroups_cpu_limit, config.cgroups_pids_limit)
+                                 Policy(config.cgroups_cpu_limit, config.cgroups_pids_limit),
+                                 cgroup_name(config.agent_id, config.work_dir)
                                  ) if config.executor == "command" else None
         self.executor: Executor = make_executor(config.executor, config.work_dir, config.agent_id,
                                                 config.task_user, config.allow_root_tasks, isolator)

@@ -21,7 +21,7 @@ import pytest
 
 from broker_mesos.agent.checkpoint import kill_checkpointed_tasks
 from broker_mesos.agent.container_limits import parse_proc_cgroup
-from broker_mesos.agent.isolation import cgroupfs, own_cgroups
+from broker_mesos.agent.isolation import cgroup_name, cgroupfs, own_cgroups
 from broker_mesos.agent.isolation.layout import agent_subtree, task_subpath
 from broker_mesos.core.agent_state import REASON_CONTAINER_LIMITATION_MEMORY
 from broker_mesos.core.protocol import CommandInfo, TaskInfo, TaskState
@@ -108,7 +108,7 @@ def start_agent(procs: ProcessGroup, broker_url: str, work_dir: Path, agent_id: 
     else:
         assert v2 is not None
         bases = {"unified": v2}
-    USED.append(Cgroups(version, agent_id, bases))
+    USED.append(Cgroups(version, cgroup_name(agent_id, work_dir), bases))
     return proc, USED[-1]
 
 
@@ -195,7 +195,7 @@ def test_each_limit_is_written_and_the_task_joins_its_cgroups_before_it_execs(
         assert value("pids") == "1024"  # the default --cgroups-pids-limit
 
     # the task was in every one of its cgroups from its first instruction: what it saw itself
-    suffix = f"/{agent_subtree('cg-limits')}/{task_subpath(FW, 't-limits')}"
+    suffix = f"/{agent_subtree(cgroups.agent_id)}/{task_subpath(FW, 't-limits')}"
     seen = parse_proc_cgroup((box / "cgroup").read_text())
     for controller in cgroups.bases:
         [path] = [e.path for e in seen if (e.v2 if controller == "unified" else controller in e.controllers)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broker_mesos.agent.isolation import layout, limits, own_cgroups
+from broker_mesos.agent.isolation import cgroup_name, layout, limits, own_cgroups
 from broker_mesos.agent.isolation.layout import parse_keyed
 from broker_mesos.agent.isolation.limits import Policy, task_limits
 from broker_mesos.core.agent_state import (
@@ -116,3 +116,12 @@ def test_a_memory_limitation_fails_a_task_killed_by_the_oom_killer() -> None:
 ])
 def test_a_memory_limitation_changes_nothing_else(outcome: object) -> None:
     assert limited(outcome, memory_limitation(64)) == outcome  # type: ignore[arg-type]
+
+
+def test_agents_of_one_id_with_other_work_dirs_get_other_subtrees(tmp_path: Path) -> None:
+    """Two clusters on one machine may both have an agent a1: their subtrees must differ, or each
+    agent's start-up would kill the other's task cgroups as orphans."""
+    one, two = cgroup_name("a1", tmp_path / "one"), cgroup_name("a1", tmp_path / "two")
+    assert one != two and one.startswith("a1.") and two.startswith("a1.")
+    assert cgroup_name("a1", tmp_path / "one") == one  # stable: a restarted agent finds its subtree
+    assert cgroup_name("a1", tmp_path / "x" / ".." / "one") == one  # by the work dir's real path

@@ -17,6 +17,7 @@ saying why.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -86,15 +87,22 @@ class Isolator(Protocol):
         """One line for the agent's start-up log."""
 
 
-def make_isolator(isolation: str | None, agent_id: str, policy: Policy) -> Isolator:
-    """``isolation``: "cgroups", "none", or None (cgroups when this agent can, else none, with one warning)."""
+def cgroup_name(agent_id: str, work_dir: str | os.PathLike[str]) -> str:
+    """The name of an agent's cgroup subtree (``layout``): its id and a digest of its work dir's real path."""
+    digest = hashlib.sha256(os.fsencode(os.path.realpath(work_dir))).hexdigest()[:8]
+    return f"{agent_id}.{digest}"
+
+
+def make_isolator(isolation: str | None, agent_id: str, policy: Policy, name: str | None = None) -> Isolator:
+    """``isolation``: "cgroups", "none", or None (cgroups when this agent can, else none, with one warning);
+    ``name``: its cgroup subtree's (``cgroup_name``; default the agent id)."""
     if isolation == "none":
         log.info("agent %s: tasks are not isolated (--isolation none)", agent_id)
         return NoIsolation()
     if isolation not in (None, "cgroups"):
         raise ConfigError(f"unknown isolation {isolation!r} (choose from {', '.join(ISOLATIONS)})")
     try:
-        isolator = cgroups_isolator(agent_id, policy)
+        isolator = cgroups_isolator(name or agent_id, policy)
     except IsolationUnavailable as exc:
         if isolation == "cgroups":
             raise ConfigError(f"--isolation cgroups: {exc}") from None

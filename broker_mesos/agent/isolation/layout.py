@@ -3,7 +3,12 @@
 An agent's tasks live below the agent's own cgroup, in every hierarchy it uses, so that whatever
 limits the agent (a systemd slice, a container) limits its tasks too::
 
-    <agent's cgroup>/bmesos/agent.<agent_id>/framework.<framework_id>/task.<task_id>
+    <agent's cgroup>/bmesos/agent.<agent_id>.<8 hex>/framework.<framework_id>/task.<task_id>
+
+The 8 hex digits (``isolation.cgroup_name``) come from the agent's work dir: two agents of one id on one machine
+(two test or development clusters) never share a subtree, so neither takes the other's task cgroups
+for orphans and kills them at its start. A ``.`` never occurs in an agent id, so no agent's name is
+another's prefix.
 
 The prefixes keep ids (``[A-Za-z0-9_-]``) from ever meeting a cgroup v1 control file of the same name
 (``tasks``, ``notify_on_release``).

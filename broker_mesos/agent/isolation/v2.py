@@ -8,7 +8,7 @@ Killing writes ``cgroup.kill`` (Linux 5.14+), else SIGKILLs every pid in ``cgrou
 
 A v2 cgroup that holds processes cannot hand controllers to children (the "no internal processes"
 rule), except the root. So when the agent's own cgroup is not the root, the agent first moves itself
-into a leaf of its subtree (``bmesos/agent.<id>/agent``; the tasks' supervisors, its children, follow it
+into a leaf of its subtree (``bmesos/agent.<id>.<8 hex>/agent``; the tasks' supervisors, its children, follow it
 there) — possible only when it is alone in its cgroup, as under systemd with ``Delegate=yes`` or as a
 container's only process.
 """
