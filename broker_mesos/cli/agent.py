@@ -88,7 +88,8 @@ def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
               help="Let tasks run as root (uid 0, or gid 0 among their groups); refused otherwise. Logged at start.")
 @click.option("--isolation", type=click.Choice(ISOLATIONS),
               help="'cgroups': each task runs in its own cgroups below the agent's own "
-                   "(<agent's cgroup>/bmesos/agent.<id>.<8 hex of the work dir>/framework.<fw>/task.<task>, cgroups v1 or v2): its memory "
+                   "(<agent's cgroup>/bmesos/agent.<id>.<8 hex of the work dir>/framework.<fw>/task.<task>, "
+                   "cgroups v1 or v2): its memory "
                    f"limited to its mem (at least {MIN_MEMORY_MB:g} MB; swap adds nothing; the OOM killer ends it "
                    "TASK_FAILED, reason REASON_CONTAINER_LIMITATION_MEMORY), a CPU weight proportional to its "
                    "cpus, a cap on its processes; killing it kills every process in them. Needs an agent running "
