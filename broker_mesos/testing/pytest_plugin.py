@@ -8,11 +8,16 @@
 * ``rabbit_cluster``: a three-node RabbitMQ cluster on this machine, stopped after the test.
 * ``secure_rabbit`` (session): a private node with the management plugin (``management_url()``), for
   ``bmesos principals`` and the security tests. RabbitMQ users are broker-wide, not per vhost: a test
-  that provisions principals on it calls ``remove_principals(node, vhost)`` when done.
+  that provisions principals on it calls ``remove_principals(node, vhost)`` when done, or provisions
+  them with ``with provisioned(node, vhost, out_dir, ("agent", "a1"), ...)``, which does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,6 +41,28 @@ def secure_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNo
     node.start()
     yield node
     node.stop()
+
+
+@contextlib.contextmanager
+def provisioned(node: RabbitNode, vhost: str, out: Path, *principals: tuple[str, str]) -> Iterator[Path]:
+    """``bmesos principals init`` on ``vhost`` of ``node`` (which has the management plugin), then
+    ``principals add KIND NAME`` for each (kind, name); yields ``out``, where their URL files are, and
+    removes every principal and the vhost afterwards (``remove_principals``)."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BMESOS_")},
+           "BMESOS_ADMIN_URL": node.management_url(), "BMESOS_AMQP_URL_BASE": f"amqp://127.0.0.1:{node.port}"}
+
+    def run(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "broker_mesos.cli.main", "principals", "--vhost", vhost, *args,
+                               "--output-dir", str(out)], capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+
+    try:
+        run("init")
+        for kind, name in principals:
+            run("add", kind, name)
+        yield out
+    finally:
+        remove_principals(node, vhost)
 
 
 def remove_principals(node: RabbitNode, vhost: str) -> None:

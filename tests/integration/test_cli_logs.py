@@ -20,7 +20,7 @@ import pytest
 from broker_mesos.bus import topology
 from broker_mesos.cli.logs import LogPrinter
 from broker_mesos.testing.processes import DEVELOPMENT_ENV, Proc, ProcessGroup
-from broker_mesos.testing.pytest_plugin import remove_principals
+from broker_mesos.testing.pytest_plugin import provisioned
 from broker_mesos.testing.rabbit import RabbitNode
 from broker_mesos.testing.wait import wait_for
 
@@ -199,23 +199,9 @@ VHOST = "logs"
 @pytest.fixture
 def secrets_dir(secure_rabbit: RabbitNode, tmp_path: Path) -> Iterator[Path]:
     """`bmesos principals` made master, operator.admin, agent a1, frameworks alice and mallory, monitor mon."""
-    out = tmp_path / "secrets"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BMESOS_")},
-           "BMESOS_ADMIN_URL": secure_rabbit.management_url(),
-           "BMESOS_AMQP_URL_BASE": f"amqp://127.0.0.1:{secure_rabbit.port}"}
-
-    def principals(*args: str) -> None:
-        done = subprocess.run([sys.executable, "-m", "broker_mesos.cli.main", "principals", "--vhost", VHOST, *args,
-                               "--output-dir", str(out)], capture_output=True, text=True, timeout=60, env=env)
-        assert done.returncode == 0, done.stderr
-
-    try:
-        principals("init")
-        for kind, name in (("agent", "a1"), ("framework", "alice"), ("framework", "mallory"), ("monitor", "mon")):
-            principals("add", kind, name)
+    with provisioned(secure_rabbit, VHOST, tmp_path / "secrets",
+                     ("agent", "a1"), ("framework", "alice"), ("framework", "mallory"), ("monitor", "mon")) as out:
         yield out
-    finally:
-        remove_principals(secure_rabbit, VHOST)
 
 
 def logs_as(secrets: Path, user: str, *args: str) -> tuple[int, bytes, str]:

@@ -26,7 +26,7 @@ from broker_mesos.cli.watch import parse_offset, parse_since
 from broker_mesos.core import codec, protocol
 from broker_mesos.core.protocol import TaskState
 from broker_mesos.testing.processes import Proc, ProcessGroup
-from broker_mesos.testing.pytest_plugin import remove_principals
+from broker_mesos.testing.pytest_plugin import provisioned
 from broker_mesos.testing.rabbit import RabbitNode
 from broker_mesos.testing.wait import wait_for
 
@@ -250,23 +250,9 @@ SECURE = {"BMESOS_INSECURE": "0"}
 
 @pytest.fixture
 def secrets_dir(secure_rabbit: RabbitNode, tmp_path: Path) -> Iterator[Path]:
-    out = tmp_path / "secrets"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BMESOS_")},
-           "BMESOS_ADMIN_URL": secure_rabbit.management_url(),
-           "BMESOS_AMQP_URL_BASE": f"amqp://127.0.0.1:{secure_rabbit.port}"}
-
-    def principals(*args: str) -> None:
-        done = subprocess.run([sys.executable, "-m", "broker_mesos.cli.main", "principals", "--vhost", VHOST, *args,
-                               "--output-dir", str(out)], capture_output=True, text=True, timeout=60, env=env)
-        assert done.returncode == 0, done.stderr
-
-    try:
-        principals("init")
-        for kind, name in (("agent", "a1"), ("monitor", "mon"), ("framework", "fw1")):
-            principals("add", kind, name)
+    with provisioned(secure_rabbit, VHOST, tmp_path / "secrets",
+                     ("agent", "a1"), ("monitor", "mon"), ("framework", "fw1")) as out:
         yield out
-    finally:
-        remove_principals(secure_rabbit, VHOST)
 
 
 def url_of(secrets: Path, user: str) -> str:

@@ -4,16 +4,13 @@ reference flow runs — with nothing denied on the way and every monitor line wh
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from broker_mesos.testing.processes import ProcessGroup
-from broker_mesos.testing.pytest_plugin import remove_principals
+from broker_mesos.testing.pytest_plugin import provisioned
 from broker_mesos.testing.rabbit import RabbitNode
 
 VHOST = "bmesos"
@@ -22,23 +19,9 @@ SECURE = {"BMESOS_INSECURE": "0"}
 
 @pytest.fixture
 def secrets_dir(secure_rabbit: RabbitNode, tmp_path: Path) -> Iterator[Path]:
-    out = tmp_path / "secrets"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BMESOS_")},
-           "BMESOS_ADMIN_URL": secure_rabbit.management_url(),
-           "BMESOS_AMQP_URL_BASE": f"amqp://127.0.0.1:{secure_rabbit.port}"}
-
-    def principals(*args: str) -> None:
-        done = subprocess.run([sys.executable, "-m", "broker_mesos.cli.main", "principals", "--vhost", VHOST, *args,
-                               "--output-dir", str(out)], capture_output=True, text=True, timeout=60, env=env)
-        assert done.returncode == 0, done.stderr
-
-    try:
-        principals("init")
-        for kind, name in (("agent", "a1"), ("framework", "fw1"), ("framework", "fw2"), ("monitor", "mon")):
-            principals("add", kind, name)
+    with provisioned(secure_rabbit, VHOST, tmp_path / "secrets",
+                     ("agent", "a1"), ("framework", "fw1"), ("framework", "fw2"), ("monitor", "mon")) as out:
         yield out
-    finally:
-        remove_principals(secure_rabbit, VHOST)
 
 
 def test_a_provisioned_cluster_runs_the_reference_flow(secrets_dir: Path, procs: ProcessGroup,
