@@ -526,8 +526,9 @@ class Bus:
 
         def declared(frame: pika.frame.Method) -> None:
             name = frame.method.queue
-            binds = [lambda d, ex=ex, key=key: channel.queue_bind(name, ex, routing_key=key, callback=lambda _f: d())
-                     for ex, key in q.bindings]
+            binds = [lambda d, ex=ex, key=key: channel.queue_bind(
+                name, ex, routing_key=name if key == topology.OWN_NAME else key, callback=lambda _f: d())
+                for ex, key in q.bindings]
             self._run_steps(binds, lambda: done(name))
 
         channel.queue_declare(queue=q.name, durable=q.durable, exclusive=q.exclusive, auto_delete=q.auto_delete,

@@ -18,6 +18,7 @@ OFFERS = "offers"
 TASKS = "tasks"
 STATUS = "status"
 EVENTS = "events"
+BUILTIN = "builtin"  # CONTROL calls to built-in frameworks and their answers, their state (docs/protocol.md §20)
 LOGS = "logs"  # LOG_DATA from agents to whoever asked (key <user>.<reply_token>, docs/protocol.md §19)
 DEAD_LETTER = "bmesos.dlx"
 DEAD_LETTER_DROPPED = "bmesos.dlx.dropped"  # what `dead-letters` drops (full or too old), to be counted
@@ -91,6 +92,7 @@ EXCHANGES: tuple[Exchange, ...] = (
     Exchange(STATUS, "topic"),
     Exchange(EVENTS, "topic"),
     Exchange(LOGS, "topic"),
+    Exchange(BUILTIN, "topic"),
     Exchange(DEAD_LETTER, "fanout"),
     Exchange(DEAD_LETTER_DROPPED, "fanout"),
 )
@@ -146,6 +148,35 @@ def master_registry_queue() -> Queue:
     # no delivery limit: a snapshot handed to many masters that died in turn is still the truth
     return Queue(MASTER_REGISTRY_QUEUE, arguments={"x-queue-type": "quorum", "x-max-length": 1,
                                                    "x-overflow": "drop-head"})
+
+
+# -- built-in frameworks (services, jobs: framework.ha) ----------------------------------------------
+# one framework's calls, its persisted state and its lease; keys on exchange `builtin` are
+# `<framework_id>.calls` and `<framework_id>.state`, answers go back with the caller's reply queue name
+# as the key (topic permissions keep each principal to its own keys: core/security.py)
+BUILTIN_CALLS_SUFFIX = "calls"
+OWN_NAME = "{queue}"  # a binding key that stands for the queue's own (server-given) name: reply queues
+BUILTIN_STATE_SUFFIX = "state"
+
+
+def builtin_calls_key(framework_id: str) -> str:
+    return f"{framework_id}.{BUILTIN_CALLS_SUFFIX}"
+
+
+def builtin_state_key(framework_id: str) -> str:
+    return f"{framework_id}.{BUILTIN_STATE_SUFFIX}"
+
+
+def builtin_queues(framework_id: str) -> tuple[Queue, Queue, Queue]:
+    """(calls, state, lease) of the built-in framework ``framework_id``: calls are a dead-lettered
+    quorum queue; the state keeps only its latest message, like the master's registry; the lease is
+    held exclusively by the active scheduler's connection, like ``master.lease``."""
+    calls = Queue(f"builtin.{framework_id}.calls", ((BUILTIN, builtin_calls_key(framework_id)),),
+                  arguments={**QUORUM, **DEAD_LETTERED})
+    state = Queue(f"builtin.{framework_id}.state", ((BUILTIN, builtin_state_key(framework_id)),),
+                  arguments={"x-queue-type": "quorum", "x-max-length": 1, "x-overflow": "drop-head"})
+    lease = Queue(f"builtin.{framework_id}.lease", durable=False, exclusive=True)
+    return calls, state, lease
 
 
 def base_queues() -> tuple[Queue, ...]:

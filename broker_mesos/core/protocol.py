@@ -77,6 +77,48 @@ class ExecutorInfo:
     name: str = ""
 
 
+class HealthCheckType(enum.StrEnum):
+    """What a health check does; the value is what travels."""
+
+    COMMAND = "COMMAND"  # ``command`` exits 0
+    TCP = "TCP"  # a TCP connection to the port is accepted
+    HTTP = "HTTP"  # GET ``path`` on the port answers a status in 200-399
+
+
+HEALTH_CHECK_PATH = re.compile(r"/[!-~]{0,2047}")  # an HTTP check's path: "/" then printable ASCII, no space
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """Mesos' HealthCheck: run by the agent next to a command task, its result reported in the task's
+    status updates (``TaskStatus.healthy``). Checks start ``delay_seconds`` after the task runs, every
+    ``interval_seconds``, each given ``timeout_seconds``; failures within ``grace_period_seconds`` of the
+    start do not count until a first success; ``consecutive_failures`` failures in a row kill the task.
+    TCP and HTTP checks connect to 127.0.0.1 at ``port``, or (``port`` 0) at the task's
+    ``port_index``-th port (its ``ports`` resource, ranges in order). Defaults are Mesos'.
+    A COMMAND check needs a ``command`` to run; ``path`` is ``/`` then printable ASCII (no space)."""
+
+    type: HealthCheckType
+    command: CommandInfo | None = None
+    port: int = bounded(0, 65535, default=0)
+    port_index: int = bounded(0, 1023, default=0)
+    path: str = "/"
+    delay_seconds: float = bounded(0.0, 86400.0, default=15.0)
+    interval_seconds: float = bounded(0.1, 86400.0, default=10.0)
+    timeout_seconds: float = bounded(0.1, 3600.0, default=20.0)
+    grace_period_seconds: float = bounded(0.0, 86400.0, default=10.0)
+    consecutive_failures: int = bounded(1, 1000, default=3)
+
+    def __post_init__(self) -> None:
+        command = self.command
+        if self.type == HealthCheckType.COMMAND and (
+                command is None or not (command.value if command.shell else command.arguments)):
+            raise ProtocolError("a COMMAND health check needs a command (a value, or arguments with shell false)")
+        if not HEALTH_CHECK_PATH.fullmatch(self.path):
+            raise ProtocolError("a health check's path must be / then at most 2047 printable ASCII characters "
+                                "(no space)")
+
+
 @dataclass(frozen=True, slots=True)
 class TaskInfo:
     task_id: str = id_field()
@@ -89,6 +131,8 @@ class TaskInfo:
     # run by this executor of the framework instead of the agent's command executor (``command`` unused)
     executor: ExecutorInfo | None = None
     data: bytes = b""  # opaque to everyone but the executor (Mesos' TaskInfo.data), at most MAX_DATA_BYTES
+    # checked by the agent next to the task (command tasks only; an executor checks its own tasks)
+    health_check: HealthCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +150,7 @@ class TaskStatus:
     # opaque data an executor attaches to an update (e.g. a task's result), at most MAX_DATA_BYTES
     data: bytes = b""
     executor_id: str = id_field(empty_ok=True, default="")  # the executor that ran the task ("": none)
+    healthy: bool | None = None  # the task's health check result (None: it has none, or none ran yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -837,6 +882,35 @@ class LogData:
     data: bytes = b""
     last: bool = False
     done: bool = False
+
+# -- built-in frameworks (docs/protocol.md §20): caller -> exchange builtin, key <framework_id>.calls
+# (CONTROL); the framework's active scheduler -> exchange builtin, key = the caller's reply queue
+# (CONTROL_RESULT, correlation_id copied) -------------------------------------------------------------
+MAX_CONTROL_COMMAND = 64
+
+
+@message("CONTROL")
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A command to a built-in framework's scheduler (``bmesos service ...``, ``bmesos job ...``):
+    ``command`` names it, ``args`` are its JSON-like arguments (e.g. a parsed spec)."""
+
+    command: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.command) <= MAX_CONTROL_COMMAND or not self.command.replace("-", "").isalnum():
+            raise ProtocolError(f"CONTROL command must be 1-{MAX_CONTROL_COMMAND} of A-Z a-z 0-9 -")
+
+
+@message("CONTROL_RESULT")
+@dataclass(frozen=True, slots=True)
+class ControlResult:
+    """The answer to one CONTROL: ``result`` (JSON-like) when ``error`` is empty, else why it was refused."""
+
+    result: Any = None
+    error: str = ""
+
 
 FRAMEWORK_CALLS: tuple[type, ...] = (Subscribe, Accept, Decline, Kill, Revive, Suppress, Reconcile, Teardown,
                                      Message)

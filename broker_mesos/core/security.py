@@ -124,6 +124,17 @@ def query_scope(who: Principal | None) -> Callable[[str], bool] | None:
     return lambda framework_id: owns_framework(who, framework_id)
 
 
+def check_control(who: Principal | None, framework_id: str, read_only: bool) -> Denied | None:
+    """CONTROL to a built-in framework: operators may use every command, monitors the read-only ones,
+    and the framework's own principal every command (its own tools); nobody else any."""
+    if who is not None and (who.kind is Kind.OPERATOR or owns_framework(who, framework_id)):
+        return None
+    if who is not None and who.kind is Kind.MONITOR and read_only:
+        return None
+    shown = who.user if who is not None else "a user that is no principal of this cluster"
+    return Denied(f"{shown} may not use this command of {framework_id}")
+
+
 def check_agent(who: Principal | None, agent_id: str) -> Denied | None:
     """REGISTER / HEARTBEAT / STATUS: only agent ``agent_id`` speaks as it (the master too, for status)."""
     if who is not None and who.kind is Kind.AGENT and who.name == agent_id:
@@ -210,25 +221,32 @@ def permissions(who: Principal) -> Permissions:
     if who.kind is Kind.FRAMEWORK:
         owned = rf"{name}(-[A-Za-z0-9_-]+)?"
         queues = rf"(offers|status)\.{owned}"
+        # a framework run by framework.ha (services, jobs): its calls, state and lease queues; on exchange
+        # builtin it binds its own calls/state keys and publishes its state and answers to reply queues
+        builtin = rf"builtin\.{owned}\.(calls|state|lease)"
         return Permissions(
-            configure=_any(queues, SERVER_NAMED),
-            write=_any("master", r"bmesos\.dlx", queues, SERVER_NAMED),
-            read=_any("offers", "status", "events", "logs", queues, SERVER_NAMED),
+            configure=_any(queues, builtin, SERVER_NAMED),
+            write=_any("master", r"bmesos\.dlx", "builtin", queues, builtin, SERVER_NAMED),
+            read=_any("offers", "status", "events", "logs", "builtin", queues, builtin, SERVER_NAMED),
             topic={"offers": (NOTHING, f"^{owned}$"), "status": (NOTHING, rf"^{owned}\..*$"),
                    "events": (NOTHING, r"^master\.elected$"), "tasks": (NOTHING, NOTHING),
-                   "logs": (NOTHING, log_binding(who))})
+                   "logs": (NOTHING, log_binding(who)),
+                   "builtin": (rf"^({owned}\.state|{SERVER_NAMED})$", rf"^{owned}\.(calls|state)$")})
+    # operators and monitors call built-in frameworks (exchange builtin, keys <framework>.calls) and
+    # bind their reply queues there; the framework decides which commands each may use
+    builtin_calls = ("builtin", (r"^[A-Za-z0-9_-]+\.calls$", f"^{SERVER_NAMED}$"))
     if who.kind is Kind.OPERATOR:
         return Permissions(
             configure=_any(SERVER_NAMED),
-            write=_any("master", r"bmesos\.dlx", SERVER_NAMED),
-            read=_any("status", "events", "dead-letters", "logs", "history", SERVER_NAMED),
+            write=_any("master", r"bmesos\.dlx", "builtin", SERVER_NAMED),
+            read=_any("status", "events", "dead-letters", "logs", "history", "builtin", SERVER_NAMED),
             topic={"status": (NOTHING, ".*"), "events": (NOTHING, ".*"), "offers": (NOTHING, NOTHING),
-                   "tasks": (NOTHING, NOTHING), "logs": (NOTHING, log_binding(who))})
+                   "tasks": (NOTHING, NOTHING), "logs": (NOTHING, log_binding(who)), **dict([builtin_calls])})
     return Permissions(  # monitor
         configure=_any(SERVER_NAMED),
         # master: QUERY only (the master denies it anything else); bmesos.dlx: Bus.dead_letter, for what
-        # it cannot decode
-        write=_any("master", r"bmesos\.dlx", SERVER_NAMED),
-        read=_any("status", "events", "logs", "history", SERVER_NAMED),  # history: the stream (bmesos watch)
+        # it cannot decode; builtin: the read-only commands of built-in frameworks (they refuse the rest)
+        write=_any("master", r"bmesos\.dlx", "builtin", SERVER_NAMED),
+        read=_any("status", "events", "logs", "history", "builtin", SERVER_NAMED),  # history: the stream
         topic={"status": (NOTHING, ".*"), "events": (NOTHING, ".*"), "offers": (NOTHING, NOTHING),
-               "tasks": (NOTHING, NOTHING), "logs": (NOTHING, log_binding(who))})
+               "tasks": (NOTHING, NOTHING), "logs": (NOTHING, log_binding(who)), **dict([builtin_calls])})

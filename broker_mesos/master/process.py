@@ -6,7 +6,7 @@ that cannot be decoded, or that the master refuses, never stops it: bad messages
 the reason, refused calls answered with ERROR to the caller.
 
 Fault tolerance (docs/fault-tolerance.md): any number of masters run; only the one holding the lease
-(``election.Lease``) consumes. On taking over it loads the registry snapshot (``registry``), then the
+(``bus.lease.Lease``) consumes. On taking over it loads the registry snapshot (``registry``), then the
 agents' heartbeats and the frameworks' re-SUBSCRIBEs fill in the rest. A delivery that changed state
 is acked only once a snapshot containing the change is confirmed by the broker, so whatever a dead
 master had not persisted is redelivered to its successor. Whenever the connection (and so the lease)
@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from broker_mesos.bus import topology
 from broker_mesos.bus.connection import Bus, Delivery, decode_delivery
+from broker_mesos.bus.lease import Lease
 from broker_mesos.bus.tls import TlsOptions
 from broker_mesos.core import codec, protocol, queries, security
 from broker_mesos.core.errors import CallRefused, ProtocolError
@@ -39,7 +40,6 @@ from broker_mesos.core.master import (
 from broker_mesos.core.ratelimit import LogLimiter
 from broker_mesos.master import registry
 from broker_mesos.master.allocators import load_policies
-from broker_mesos.master.election import Lease
 from broker_mesos.master.logs import LogRelay
 from broker_mesos.master.metrics import MasterMetrics, Rejection
 

@@ -1,4 +1,4 @@
-"""Electing the one active master: a lease held through the broker.
+"""Electing the one active master (or built-in framework scheduler): a lease held through the broker.
 
 The lease is the queue ``master.lease`` declared *exclusive* on the connection that also consumes the
 master's input queues. RabbitMQ lets only one connection hold an exclusive queue (others get
@@ -27,26 +27,35 @@ LEASE_RETRY = 0.1  # seconds between a standby's attempts: bounds the election p
 
 
 class Lease:
-    """The active-master lease of one ``Bus`` connection."""
+    """The active-master lease of one ``Bus`` connection (or, with ``queue``, any one-active process':
+    the built-in frameworks hold theirs the same way, ``framework.ha``)."""
 
     def __init__(self, bus: Bus, master_id: str, on_lost: Callable[[], None],
-                 on_acquired: Callable[[Callable[[], None]], None], retry: float = LEASE_RETRY) -> None:
+                 on_acquired: Callable[[Callable[[], None]], None], retry: float = LEASE_RETRY,
+                 queue: topology.Queue | None = None, who: str = "master") -> None:
         self.bus = bus
         self.master_id = master_id
+        self.queue = queue if queue is not None else topology.master_lease_queue()
+        self.who = who  # for the log: "master", "service scheduler", ...
         self.retry = retry
         self.held = False
         self._on_lost = on_lost
         self._on_acquired = on_acquired
         self._standing_by = False
 
+    @property
+    def standing_by(self) -> bool:
+        """Another connection holds the lease; this one retries every ``retry`` seconds."""
+        return self._standing_by
+
     def gate(self, done: Callable[[], None]) -> None:
         """Run by the bus after each connect: wait for the lease, then let ``on_acquired`` finish."""
         if self.held:
             self.held = False
-            log.warning("master %s lost its lease with its broker connection", self.master_id)
+            log.warning("%s %s lost its lease with its broker connection", self.who, self.master_id)
         self._on_lost()
         generation = self.bus.generation
-        queue = topology.master_lease_queue()
+        queue = self.queue
 
         def attempt() -> None:
             if generation == self.bus.generation:
@@ -58,12 +67,12 @@ class Lease:
             if not ok:
                 if not self._standing_by:
                     self._standing_by = True
-                    log.info("master %s standing by (another master holds %s)", self.master_id, queue.name)
+                    log.info("%s %s standing by (another one holds %s)", self.who, self.master_id, queue.name)
                 self.bus.call_later(self.retry, attempt)
                 return
             self.held = True
             self._standing_by = False
-            log.info("master %s acquired the lease", self.master_id)
+            log.info("%s %s acquired the lease", self.who, self.master_id)
             self._on_acquired(done)
 
         attempt()
