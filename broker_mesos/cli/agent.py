@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -44,6 +45,12 @@ def _resources(_ctx: click.Context, _param: click.Parameter, value: str | None) 
         raise click.BadParameter(str(exc)) from None
 
 
+def _hostname(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}", value):
+        raise click.BadParameter("a hostname is 1-253 of A-Z a-z 0-9 . - (starting with a letter or digit)")
+    return value
+
+
 def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dict[str, str]:
     try:
         return parse_attributes(value)
@@ -61,6 +68,9 @@ def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
                    "detection entirely. Default: the logical cpus and total memory (MB), or the agent's container "
                    "limits (cgroup CPU quota, memory limit, cpuset) when smaller, the work dir's filesystem size "
                    "(MB) and ports 31000-32000.")
+@click.option("--hostname", default=None, metavar="NAME", callback=_hostname,
+              help="The hostname this agent reports (offers carry it; constraints such as 'hostname: UNIQUE' "
+                   "use it). Default: the machine's.")
 @click.option("--attributes", callback=_attributes, default="", metavar="TEXT",
               help="Attributes passed to frameworks with every offer, e.g. 'rack:a;zone:1'.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -138,10 +148,10 @@ def _attributes(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
 @log_level_option
 @one_line_errors
 def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id: str, resources: Resources | None,
-          attributes: dict[str, str], work_dir: Path | None, executor: str, heartbeat_interval: float,
-          kill_grace: float, checkpoint: bool | None, kill_on_stop: bool, task_user: str | None,
-          allow_root_tasks: bool, isolation: str | None, cgroups_cpu_limit: bool, cgroups_pids_limit: int,
-          disk_check_interval: float, sandbox_gc_delay: float, sandbox_gc_min_free: float,
+          hostname: str | None, attributes: dict[str, str], work_dir: Path | None, executor: str,
+          heartbeat_interval: float, kill_grace: float, checkpoint: bool | None, kill_on_stop: bool,
+          task_user: str | None, allow_root_tasks: bool, isolation: str | None, cgroups_cpu_limit: bool,
+          cgroups_pids_limit: int, disk_check_interval: float, sandbox_gc_delay: float, sandbox_gc_min_free: float,
           executor_idle_timeout: float, executor_shutdown_grace: float, executor_register_timeout: float,
           executor_reregister_timeout: float, metrics_port: int, metrics_host: str, master_principal: str,
           log_level: str) -> None:
@@ -185,7 +195,8 @@ def agent(broker: str, connect_timeout: float, tls: TlsOptions | None, agent_id:
                          sandbox_gc_min_free=sandbox_gc_min_free, executor_idle_timeout=executor_idle_timeout,
                          executor_shutdown_grace=executor_shutdown_grace,
                          executor_register_timeout=executor_register_timeout,
-                         executor_reregister_timeout=executor_reregister_timeout)
+                         executor_reregister_timeout=executor_reregister_timeout,
+                         **({"hostname": hostname} if hostname else {}))
     bus = Bus(broker, f"agent {agent_id}", connect_timeout=connect_timeout, tls=tls)
     process = Agent(bus, config)
     if metrics_port:
