@@ -14,6 +14,7 @@ COMMANDS = {
     "agents": "broker_mesos.cli.cluster:agents",
     "describe": "broker_mesos.cli.cluster:describe",
     "frameworks": "broker_mesos.cli.cluster:frameworks",
+    "job": "broker_mesos.cli.job:job",
     "kill": "broker_mesos.cli.cluster:kill",
     "logs": "broker_mesos.cli.logs:logs",
     "status": "broker_mesos.cli.cluster:status",
@@ -23,6 +24,7 @@ COMMANDS = {
     "principals": "broker_mesos.cli.principals:principals",
     "agent": "broker_mesos.cli.agent:agent",
     "run": "broker_mesos.cli.run:run",
+    "service": "broker_mesos.cli.service:service",
     "ui": "broker_mesos.cli.ui:ui",
     "watch": "broker_mesos.cli.watch:watch",
 }

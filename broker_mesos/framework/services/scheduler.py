@@ -1,0 +1,64 @@
+"""The service scheduler process: ``ServicePlanner`` run by ``framework.ha`` (``bmesos service scheduler``).
+
+Commands (CONTROL, docs/protocol.md §20), each answered with a JSON-like result: ``deploy {spec}``,
+``scale {name, instances}``, ``restart {name}``, ``stop {name}``; read-only: ``list``, ``status {name}``.
+A spec travels as the mapping read from the user's YAML and is parsed again here: the scheduler
+trusts nothing a client sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker_mesos.framework.ha import Command, Kind
+from broker_mesos.framework.planning import CommandError, Effect
+from broker_mesos.framework.services.planner import ServicePlanner
+from broker_mesos.framework.services.spec import parse_service
+
+FRAMEWORK_ID = "services"  # the framework id (and principal name: framework.services) by default
+
+
+def _text(args: dict[str, Any], key: str) -> str:
+    value = args.get(key)
+    if not isinstance(value, str) or not value:
+        raise CommandError(f"{key} must be a non-empty string")
+    return value
+
+
+def _deploy(planner: ServicePlanner, args: dict[str, Any], now: float) -> tuple[Any, list[Effect]]:
+    spec = args.get("spec")
+    if not isinstance(spec, dict):
+        raise CommandError("spec must be a mapping (the service's YAML)")
+    return planner.deploy(parse_service(spec), now), []
+
+
+def _scale(planner: ServicePlanner, args: dict[str, Any], now: float) -> tuple[Any, list[Effect]]:
+    instances = args.get("instances")
+    if not isinstance(instances, int) or isinstance(instances, bool):
+        raise CommandError("instances must be an integer")
+    return planner.scale(_text(args, "name"), instances, now), []
+
+
+def _restart(planner: ServicePlanner, args: dict[str, Any], now: float) -> tuple[Any, list[Effect]]:
+    return planner.restart(_text(args, "name"), now), []
+
+
+def _stop(planner: ServicePlanner, args: dict[str, Any], now: float) -> tuple[Any, list[Effect]]:
+    name = _text(args, "name")
+    effects = planner.stop(name, now)
+    return {"name": name, "stopping": True}, effects
+
+
+KIND = Kind(
+    "service scheduler",
+    lambda framework_id, role: ServicePlanner(framework_id, role=role),
+    lambda data, framework_id, role: ServicePlanner.from_wire(data, framework_id, role=role),
+    {
+        "deploy": Command(_deploy),
+        "scale": Command(_scale),
+        "restart": Command(_restart),
+        "stop": Command(_stop),
+        "list": Command(lambda p, a, now: (p.list_services(now), []), read_only=True),
+        "status": Command(lambda p, a, now: (p.status(_text(a, "name"), now), []), read_only=True),
+    },
+)

@@ -1,0 +1,1 @@
+"""Tests of the services planner (a package: ``test_planner``/``test_spec`` also exist under jobs/)."""
