@@ -242,6 +242,20 @@ def switch_argv(user: TaskUser, after: dict[str, str], argv: list[str]) -> list[
     return run + argv
 
 
+def run_as(user: TaskUser, env: dict[str, str], argv: list[str], cgroups: tuple[str, ...] = ()
+           ) -> tuple[list[str], dict[str, str], bytes | None]:
+    """How to start ``argv`` as ``user`` with environment ``env`` (a task, or a health check of one):
+    (the argv to spawn, the environment to spawn it with, what its stdin must read). Switching users,
+    that is ``SWITCH_USER`` with only ``PATH`` and, as stdin, the ``environment_script`` of ``env``,
+    which the caller passes through a descriptor no one else can open; otherwise ``argv`` itself with
+    ``env`` and no script (None). Raises ``ValueError`` for a variable name the shell cannot export."""
+    if user.switch:
+        before, after = split_environment(env)
+        return (["/bin/sh", "-c", SWITCH_USER, "bmesos-switch", *cgroups, "--", *switch_argv(user, after, argv)],
+                {"PATH": SAFE_PATH}, environment_script(before))
+    return argv, env, None
+
+
 def encode_environment(env: dict[str, str]) -> bytes:
     """``NAME=value`` entries separated by NUL."""
     return b"\0".join(os.fsencode(f"{name}={value}") for name, value in env.items())
@@ -370,13 +384,9 @@ class CommandExecutor:
     def _spawn(self, key: TaskKey, meta: Path, user: TaskUser, env: dict[str, str], argv: list[str],
                cgroups: tuple[str, ...]) -> subprocess.Popen[bytes]:
         stdin: int = subprocess.DEVNULL
-        if user.switch:  # the task's environment goes through a root-only file, never the supervisor's
-            before, after = split_environment(env)
-            run = ["/bin/sh", "-c", SWITCH_USER, "bmesos-switch", *cgroups, "--", *switch_argv(user, after, argv)]
-            supervisor_env = {"PATH": SAFE_PATH}
-            stdin = _private_tempfile(meta / checkpoint.TASK_ENV_FILE, environment_script(before))
-        else:
-            run, supervisor_env = argv, env
+        run, supervisor_env, script = run_as(user, env, argv, cgroups)
+        if script is not None:  # the task's environment goes through a root-only file, never the supervisor's
+            stdin = _private_tempfile(meta / checkpoint.TASK_ENV_FILE, script)
         try:
             sandbox = open_sandbox(self.work_dir, *key, owner=(user.uid, user.gid) if user.switch else None)
         except BaseException:

@@ -14,6 +14,7 @@ Signals only set a flag: the shutdown itself runs on the loop (the 50 ms reaper 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import logging
 import signal
@@ -30,6 +31,7 @@ from broker_mesos.agent import checkpoint, recovery
 from broker_mesos.agent.checkpoint import Message, StatusJournal
 from broker_mesos.agent.executor import CommandExecutor, Executor, make_executor
 from broker_mesos.agent.executors import ExecutorManager, ExecutorTimeouts
+from broker_mesos.agent.health import HealthChecks
 from broker_mesos.agent.isolation import cgroup_name, make_isolator
 from broker_mesos.agent.isolation.limits import DEFAULT_PIDS_LIMIT, Policy
 from broker_mesos.agent.logs import LogServer
@@ -52,6 +54,7 @@ from broker_mesos.core.agent_state import (
     unknown_exit,
 )
 from broker_mesos.core.errors import ConfigError, ProtocolError
+from broker_mesos.core.health import REASON_TASK_HEALTH_CHECK_STATUS_UPDATED
 from broker_mesos.core.protocol import (
     AgentTask,
     Error,
@@ -137,6 +140,11 @@ class Agent:
                                         config.kill_grace)
             self.executors = ExecutorManager(self, bus, self.executor, config.work_dir, config.hostname, timeouts,
                                              config.checkpoint)
+        # TaskInfo.health_check of command tasks (agent.health); the noop executor ignores them
+        self.health: HealthChecks | None = None
+        if isinstance(self.executor, CommandExecutor):
+            self.health = HealthChecks(bus, self.executor, config.work_dir, config.agent_id, self._health_changed,
+                                       self._kill_task)
         self.journal = StatusJournal(checkpoint.meta_dir(config.work_dir) / "status") if config.checkpoint else None
         self._checkpoint_tasks = config.checkpoint and config.executor != "noop"
         self._keep_tasks_on_stop = self._checkpoint_tasks and not config.kill_on_stop
@@ -199,6 +207,8 @@ class Agent:
         TASK_KILLED); flush pending updates, then stop the bus."""
         if self._shutdown_deadline is not None:
             return
+        if self.health is not None:
+            self.health.close()
         if self._keep_tasks_on_stop:
             log.info("agent %s stopping; leaving %d task(s) running (checkpointed in %s)", self.agent_id,
                      len(self.tasks), self.config.work_dir)
@@ -216,6 +226,8 @@ class Agent:
     def kill(self) -> None:
         """Last resort when the loop is gone: SIGKILL every task still running, unless they are
         checkpointed (then the next agent process re-attaches them). Never raises."""
+        if self.health is not None:
+            self.health.close()
         if self._keep_tasks_on_stop:
             return
         for entry in self.tasks.active():
@@ -379,6 +391,20 @@ class Agent:
         self._update(entry, TaskState.RUNNING)
         if exit_code is not None:
             self._exited(entry, exit_code)
+        else:
+            self.start_health_checks(entry)
+
+    def start_health_checks(self, entry: TaskEntry) -> None:
+        """Check a RUNNING command task's health, if it has a health check (also once re-attached)."""
+        if self.health is not None and not entry.kill_requested:
+            self.health.start(entry)
+
+    def _health_changed(self, entry: TaskEntry, healthy: bool, message: str) -> None:
+        """Its health checks changed a task's health: a TASK_RUNNING update says so (``_update``'s path)."""
+        status = make_status(entry, self.agent_id, TaskState.RUNNING, uuid.uuid4().hex, time.time(), message,
+                             reason=REASON_TASK_HEALTH_CHECK_STATUS_UPDATED)
+        self._updates.append(dataclasses.replace(status, healthy=healthy))
+        self._schedule_flush()
 
     def _launch_in_executor(self, entry: TaskEntry, task: TaskInfo) -> None:
         """Checkpointed (in its executor's task log), then handed to its executor; nothing is published
@@ -481,14 +507,22 @@ class Agent:
     # -- status updates -------------------------------------------------------------------------
     def _update(self, entry: TaskEntry, state: TaskState, message: str = "", exit_code: int | None = None,
                 reason: str = "") -> None:
+        """Publish a state change of a task the agent runs itself; it carries the task's health, if
+        checked, and a task its health checks killed says so (reason and message)."""
         self.tasks.set_state(entry.key, state)
+        healthy = None
+        if self.health is not None:
+            ended = self.health.stop(entry.key) if state.terminal else None
+            healthy = ended.healthy if ended is not None else self.health.healthy(entry.key)
+            if ended is not None and ended.kill_message and state is TaskState.KILLED:
+                message, reason = ended.kill_message, REASON_TASK_HEALTH_CHECK_STATUS_UPDATED
         if entry.quiet and state.terminal:  # the master published its end already (a quiet kill)
             if self._checkpoint_tasks:
                 executor = entry.task.executor
                 self._record_done(entry.framework_id, entry.task_id, executor.executor_id if executor else "")
             return
-        self._updates.append(make_status(entry, self.agent_id, state, uuid.uuid4().hex, time.time(),
-                                         message, exit_code, reason))
+        status = make_status(entry, self.agent_id, state, uuid.uuid4().hex, time.time(), message, exit_code, reason)
+        self._updates.append(status if healthy is None else dataclasses.replace(status, healthy=healthy))
         self._schedule_flush()
 
     def publish_update(self, entry: TaskEntry, status: TaskStatus) -> None:

@@ -76,6 +76,8 @@ def recover(agent: Agent) -> None:
                      found.pid)
             if found.kill_requested:
                 agent.terminate(entry)  # the previous process asked; its grace timer died with it
+            else:
+                agent.start_health_checks(entry)  # from scratch: health state is not checkpointed
         else:
             assert outcome is not None
             agent.report(entry, outcome)

@@ -40,8 +40,9 @@ class ControlClient:
         who = security.parse(delivery.properties.user_id)
         return who is not None and security.owns_framework(who, self.framework_id)
 
-    def call(self, command: str, **args: Any) -> Any:
-        """Run ``command``; its result, or ``NoAnswer`` / ``Refused`` (the scheduler's reason)."""
+    def call(self, command: str, **args: Any) -> dict[str, Any]:
+        """Run ``command``; its result (a list answer under ``items``), or ``NoAnswer`` / ``Refused``
+        (the scheduler's reason)."""
         body = protocol.Control(command, args)
         raw = codec.encode(body, time.time())  # ProtocolError (too large, ...) before connecting
         bus = Bus(self.broker, f"{self.what} client", connect_timeout=self.connect_timeout, tls=self.tls)

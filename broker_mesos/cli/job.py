@@ -46,7 +46,7 @@ def add(spec_file: str, framework_id: str, timeout: float, output: str, broker: 
 def list_(framework_id: str, timeout: float, output: str, broker: str, connect_timeout: float,
           tls: TlsOptions | None) -> None:
     """Every job: its schedule, next run, last result and counters."""
-    show(client(broker, framework_id, connect_timeout, timeout, tls, WHAT).call("list"), output, LIST_COLUMNS)
+    show(client(broker, framework_id, connect_timeout, timeout, tls, WHAT).call("list")["items"], output, LIST_COLUMNS)
 
 
 @job.command()
@@ -57,8 +57,8 @@ def list_(framework_id: str, timeout: float, output: str, broker: str, connect_t
 def history(name: str, limit: int, framework_id: str, timeout: float, output: str, broker: str,
             connect_timeout: float, tls: TlsOptions | None) -> None:
     """The runs of job NAME, newest first (each task's output: bmesos logs TASK)."""
-    show(client(broker, framework_id, connect_timeout, timeout, tls, WHAT).call("history", name=name, limit=limit),
-         output, HISTORY_COLUMNS)
+    answer = client(broker, framework_id, connect_timeout, timeout, tls, WHAT).call("history", name=name, limit=limit)
+    show(answer["items"], output, HISTORY_COLUMNS)
 
 
 @job.command()

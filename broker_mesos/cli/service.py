@@ -46,7 +46,7 @@ def deploy(spec_file: str, framework_id: str, timeout: float, output: str, broke
 def list_(framework_id: str, timeout: float, output: str, broker: str, connect_timeout: float,
           tls: TlsOptions | None) -> None:
     """Every service: instances wanted, running and healthy, and any deployment in progress."""
-    show(client(broker, framework_id, connect_timeout, timeout, tls, WHAT).call("list"), output, LIST_COLUMNS)
+    show(client(broker, framework_id, connect_timeout, timeout, tls, WHAT).call("list")["items"], output, LIST_COLUMNS)
 
 
 @service.command()

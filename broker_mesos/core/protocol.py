@@ -906,9 +906,10 @@ class Control:
 @message("CONTROL_RESULT")
 @dataclass(frozen=True, slots=True)
 class ControlResult:
-    """The answer to one CONTROL: ``result`` (JSON-like) when ``error`` is empty, else why it was refused."""
+    """The answer to one CONTROL: ``result`` (JSON-like values; a list answer is under ``items``) when
+    ``error`` is empty, else why it was refused."""
 
-    result: Any = None
+    result: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
 

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import msgpack
 
@@ -36,19 +36,9 @@ from broker_mesos.bus.lease import Lease
 from broker_mesos.bus.tls import TlsOptions
 from broker_mesos.core import codec, protocol, security
 from broker_mesos.core.errors import ProtocolError
-from broker_mesos.core.protocol import Offer, TaskStatus
 from broker_mesos.framework.driver import SchedulerDriver
-from broker_mesos.framework.planning import (
-    CommandError,
-    Decline,
-    Effect,
-    KillTask,
-    Launch,
-    Reconcile,
-    Revive,
-    Suppress,
-)
-from broker_mesos.framework.scheduler import Scheduler
+from broker_mesos.framework.planned import Planner, PlannerScheduler
+from broker_mesos.framework.planning import CommandError, Effect
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +52,12 @@ DEFAULT_BUILTIN_FAILOVER = 7 * 24 * 3600.0
 REPLY_KEY = re.compile(security.SERVER_NAMED)
 
 
-class Planner(Protocol):
-    """What the shell needs of a planner (docs in ``framework/planning.py``)."""
-
-    dirty: bool
-
-    def offers(self, offers: list[Offer], now: float) -> list[Effect]: ...
-    def offer_rescinded(self, offer_id: str) -> None: ...
-    def status_update(self, status: TaskStatus, now: float) -> list[Effect]: ...
-    def tick(self, now: float) -> list[Effect]: ...
-    def recovered(self, now: float) -> list[Effect]: ...
-    def to_wire(self) -> dict[str, Any]: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One CONTROL command: ``run(planner, args, now) -> (result, effects)``; ``read_only`` ones may be
-    used by monitors. ``run`` raises ``CommandError`` to refuse."""
+    """One CONTROL command: ``run(planner, args, now) -> (result, effects)``, the result a mapping of
+    JSON-like values; ``read_only`` ones may be used by monitors. ``run`` raises ``CommandError`` to refuse."""
 
-    run: Callable[[Any, dict[str, Any], float], tuple[Any, list[Effect]]]
+    run: Callable[[Any, dict[str, Any], float], tuple[dict[str, Any], list[Effect]]]
     read_only: bool = False
 
 
@@ -98,7 +75,7 @@ class StateUnreadable(Exception):
     """The persisted state cannot be read: serving without it would kill every task it does not know."""
 
 
-class BuiltinScheduler(Scheduler):
+class BuiltinScheduler(PlannerScheduler):
     """One scheduler process of a built-in framework: ``run()`` blocks; ``start()`` / ``stop()`` /
     ``join()`` as the driver's."""
 
@@ -107,16 +84,16 @@ class BuiltinScheduler(Scheduler):
                  clock: Callable[[], float] = time.time, scheduler_id: str | None = None,
                  connect_timeout: float = 15.0,
                  master_principal: str = security.DEFAULT_MASTER_PRINCIPAL) -> None:
+        super().__init__(clock)
         self.kind = kind
         self.framework_id = framework_id
         self.role = role
-        self.clock = clock
         self.scheduler_id = scheduler_id or uuid.uuid4().hex[:8]
         self.driver = SchedulerDriver(self, broker_url, name or framework_id, framework_id=framework_id, role=role,
                                       failover_timeout=failover_timeout, tls=tls, user=user,
                                       connect_timeout=connect_timeout, master_principal=master_principal)
+        self.calls = self.driver
         self.bus = self.driver.bus
-        self.planner: Planner | None = None
         self.failure: BaseException | None = None
         self._last_persist = 0.0
         calls, self._state_queue, lease = topology.builtin_queues(framework_id)
@@ -125,7 +102,7 @@ class BuiltinScheduler(Scheduler):
                            queue=lease, who=kind.label)
         self.bus.before_consume(self.lease.gate)
         self.bus.consume(calls, self._on_call)
-        self.bus.call_every(TICK_INTERVAL, self._tick)
+        self.bus.call_every(TICK_INTERVAL, self.tick)
 
     # -- lifecycle (the driver's) ---------------------------------------------------------------
     def run(self) -> None:
@@ -168,7 +145,7 @@ class BuiltinScheduler(Scheduler):
                 self.bus.stop()
                 return
             self.planner.dirty = True
-            self._persist()  # ours now, so the queue is never empty: the old message is acked after it
+            self.persist()  # ours now, so the queue is never empty: the old message is acked after it
             if delivery is not None:
                 self.bus.ack(delivery)
             log.info("%s %s active (scheduler %s)", self.kind.label, self.framework_id, self.scheduler_id)
@@ -196,7 +173,7 @@ class BuiltinScheduler(Scheduler):
                  str(data.get("writer", "?"))[:64])
         return planner
 
-    def _persist(self) -> None:
+    def persist(self) -> None:
         planner = self.planner
         if planner is None or not planner.dirty:
             return
@@ -208,57 +185,13 @@ class BuiltinScheduler(Scheduler):
         self.bus.publish(topology.BUILTIN, topology.builtin_state_key(self.framework_id), body, persistent=True)
         self._last_persist = time.monotonic()
 
-    # -- effects ----------------------------------------------------------------------------------
-    def _perform(self, effects: list[Effect], *, persist: bool = False) -> None:
-        """Persist first when anything launches (write-ahead) or when asked; then make the calls."""
-        if persist or any(isinstance(e, Launch) for e in effects):
-            self._persist()
-        for effect in effects:
-            if isinstance(effect, Launch):
-                self.driver.accept([effect.offer_id], effect.tasks)
-            elif isinstance(effect, Decline):
-                self.driver.decline(effect.offer_ids, effect.refuse_seconds)
-            elif isinstance(effect, KillTask):
-                self.driver.kill(effect.task_id)
-            elif isinstance(effect, Revive):
-                self.driver.revive()
-            elif isinstance(effect, Suppress):
-                self.driver.suppress()
-            elif isinstance(effect, Reconcile):
-                self.driver.reconcile(effect.task_ids)
-
-    def _tick(self) -> None:
-        if self.planner is None:
-            return
-        self._perform(self.planner.tick(self.clock()))
+    def tick(self) -> None:
+        super().tick()
         if self.planner is not None and self.planner.dirty and \
                 time.monotonic() - self._last_persist >= PERSIST_INTERVAL:
-            self._persist()
+            self.persist()
 
-    # -- Scheduler callbacks (on the driver's loop) -------------------------------------------------
-    def registered(self, driver: SchedulerDriver, framework_id: str) -> None:
-        if self.planner is not None:
-            self._perform(self.planner.recovered(self.clock()), persist=True)
-
-    def reregistered(self, driver: SchedulerDriver, master_id: str) -> None:
-        if self.planner is not None:
-            self._perform(self.planner.recovered(self.clock()), persist=True)
-
-    def resource_offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
-        if self.planner is None:
-            driver.decline([o.offer_id for o in offers], 1.0)
-            return
-        self._perform(self.planner.offers(offers, self.clock()))
-
-    def offer_rescinded(self, driver: SchedulerDriver, offer_id: str) -> None:
-        if self.planner is not None:
-            self.planner.offer_rescinded(offer_id)
-
-    def status_update(self, driver: SchedulerDriver, status: TaskStatus) -> None:
-        if self.planner is not None:
-            self._perform(self.planner.status_update(status, self.clock()))
-
-    def call_refused(self, driver: SchedulerDriver, error: protocol.Error) -> None:
+    def call_refused(self, driver: Any, error: protocol.Error) -> None:
         log.warning("%s %s: %s refused: %s", self.kind.label, self.framework_id, error.call_type,
                     error.message[:300])
 
@@ -286,24 +219,24 @@ class BuiltinScheduler(Scheduler):
                              correlation_id=delivery.properties.correlation_id)
         self.bus.ack(delivery)
 
-    def _run(self, call: protocol.Control, delivery: Delivery) -> tuple[Any, str]:
+    def _run(self, call: protocol.Control, delivery: Delivery) -> tuple[dict[str, Any], str]:
         command = self.kind.commands.get(call.command)
         if command is None:
-            return None, f"unknown command {call.command!r}; known: {', '.join(sorted(self.kind.commands))}"
+            return {}, f"unknown command {call.command!r}; known: {', '.join(sorted(self.kind.commands))}"
         if self.driver.principal is not None:
             who = security.parse(delivery.properties.user_id, self.driver.master_principal)
             denied = security.check_control(who, self.framework_id, command.read_only)
             if denied is not None:
                 log.warning("%s %s: refused %s: %s", self.kind.label, self.framework_id, call.command, denied.reason)
-                return None, denied.reason
+                return {}, denied.reason
         if self.planner is None:
-            return None, f"{self.kind.label} {self.framework_id} is not active"
+            return {}, f"{self.kind.label} {self.framework_id} is not active"
         try:
             result, effects = command.run(self.planner, call.args, self.clock())
         except CommandError as exc:
-            return None, str(exc)
+            return {}, str(exc)
         except Exception as exc:
             log.exception("%s %s: command %s failed", self.kind.label, self.framework_id, call.command)
-            return None, f"internal error: {exc.__class__.__name__}"
-        self._perform(effects, persist=True)  # the answer goes out after the state that holds the change
+            return {}, f"internal error: {exc.__class__.__name__}"
+        self.perform(effects, persist=True)  # the answer goes out after the state that holds the change
         return result, ""

@@ -27,7 +27,7 @@ from broker_mesos.core.resources import _NAME, Resources
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 NESTED = (protocol.CommandInfo, protocol.TaskInfo, protocol.TaskStatus, protocol.Offer, protocol.AgentTask,
-          protocol.Usage, protocol.ExecutorInfo, protocol.AgentExecutor)
+          protocol.Usage, protocol.ExecutorInfo, protocol.AgentExecutor, protocol.HealthCheck)
 ROW = re.compile(r"^\|\s*`(?P<field>[a-z_]+)`\s*\|\s*(?P<type>[^|]+?)\s*\|\s*(?P<default>[^|]+?)\s*\|")
 
 

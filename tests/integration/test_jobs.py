@@ -24,8 +24,8 @@ def instant(iso: str) -> float:
 
 
 def finished_runs(client: ControlClient, name: str) -> list[dict]:
-    return [r for r in client.call("history", name=name, limit=100) if r["state"] not in ("PENDING", "STAGING",
-                                                                                            "RUNNING")]
+    runs = client.call("history", name=name, limit=100)["items"]
+    return [r for r in runs if r["state"] not in ("PENDING", "STAGING", "RUNNING")]
 
 
 def test_a_job_every_two_seconds_fires_within_half_a_second_of_each_instant(
@@ -62,7 +62,8 @@ def test_a_sigkilled_job_scheduler_repeats_and_loses_no_run(broker_url: str, pro
     client = ControlClient(broker_url, FID, timeout=15)
     client.call("add", spec={"name": "beat", "schedule": "*/2 * * * * *", "command": "sleep 1", "cpus": 0.1,
                              "mem": 32, "starting_deadline": 10, "concurrency_policy": "allow"})
-    wait_for(lambda: any(r["state"] == "RUNNING" for r in client.call("history", name="beat")), 60, "a run running")
+    wait_for(lambda: any(r["state"] == "RUNNING" for r in client.call("history", name="beat")["items"]), 60,
+             "a run running")
     first.signal(signal.SIGKILL)  # with a run in flight
     standby.wait_output(r"scheduler \S+ active \(scheduler jobs-2\)", timeout=60)
     wait_for(lambda: len([r for r in finished_runs(client, "beat") if r["state"] == "SUCCEEDED"]) >= 6, 90,

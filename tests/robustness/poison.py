@@ -36,8 +36,12 @@ RES = Resources.parse("cpus:1;mem:64;ports:[31000-31001];gpus:{0}")
 
 def samples(agent_id: str, framework_id: str) -> dict[str, Any]:
     """One valid body of every message type, each with every numeric field present."""
-    info = TaskInfo("t-poison", agent_id, RES, CommandInfo("true"))
-    status = TaskStatus("t-poison", framework_id, agent_id, TaskState.RUNNING, "u-poison", 1.0, exit_code=0)
+    check = protocol.HealthCheck(protocol.HealthCheckType.HTTP, CommandInfo("true"), port=31000, port_index=1,
+                                 delay_seconds=1.0, interval_seconds=1.0, timeout_seconds=1.0,
+                                 grace_period_seconds=1.0, consecutive_failures=2)
+    info = TaskInfo("t-poison", agent_id, RES, CommandInfo("true"), health_check=check)
+    status = TaskStatus("t-poison", framework_id, agent_id, TaskState.RUNNING, "u-poison", 1.0, exit_code=0,
+                        healthy=True)
     agent_task = protocol.AgentTask("t-poison", framework_id, RES)
     out: dict[str, Any] = {
         "REGISTER": protocol.Register(f"{agent_id}-p", "h", RES, {"rack": "a"}, [agent_task], 5.0),

@@ -49,6 +49,8 @@ def route(type_name: str, agent_id: str, framework_id: str) -> list[tuple[str, s
     if type_name.startswith("executor.") or type_name == "LOG_DATA":
         # never on the broker (the agent's local socket; an agent's answer to a CLI): an agent must refuse them
         return [(topology.TASKS, agent_id)]
+    if type_name in ("CONTROL", "CONTROL_RESULT"):  # stray built-in framework commands: a framework refuses them
+        return [(topology.OFFERS, framework_id)]
     assert type_name in TO_FRAMEWORK, type_name
     return [(topology.OFFERS, framework_id)]
 

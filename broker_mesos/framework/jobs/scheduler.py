@@ -46,7 +46,7 @@ def _history(planner: JobPlanner, args: dict[str, Any], now: float) -> tuple[Any
     limit = args.get("limit", 20)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_HISTORY_SHOWN:
         raise CommandError(f"limit must be an integer in 1..{MAX_HISTORY_SHOWN}")
-    return planner.history(_text(args, "name"), limit), []
+    return {"items": planner.history(_text(args, "name"), limit)}, []
 
 
 KIND = Kind(
@@ -57,7 +57,7 @@ KIND = Kind(
         "add": Command(_add),
         "remove": Command(_remove),
         "run": Command(_run),
-        "list": Command(lambda p, a, now: (p.list_jobs(now), []), read_only=True),
+        "list": Command(lambda p, a, now: ({"items": p.list_jobs(now)}, []), read_only=True),
         "history": Command(_history, read_only=True),
     },
 )

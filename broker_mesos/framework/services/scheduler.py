@@ -58,7 +58,7 @@ KIND = Kind(
         "scale": Command(_scale),
         "restart": Command(_restart),
         "stop": Command(_stop),
-        "list": Command(lambda p, a, now: (p.list_services(now), []), read_only=True),
+        "list": Command(lambda p, a, now: ({"items": p.list_services(now)}, []), read_only=True),
         "status": Command(lambda p, a, now: (p.status(_text(a, "name"), now), []), read_only=True),
     },
 )
