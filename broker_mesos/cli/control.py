@@ -75,6 +75,9 @@ class ControlClient:
 
         bus.consume(replies, on_reply)
         bus.on_ready(send)
+        # a bound on the whole call, ready or not: a connection the broker keeps refusing (say, a
+        # principal not allowed to bind its reply queue) reconnects forever and is never ready
+        bus.call_later(self.connect_timeout + self.timeout, bus.stop)
         bus.run()
         if not result:
             raise NoAnswer(f"no answer from the {self.what} {self.framework_id} within {self.timeout:g}s "

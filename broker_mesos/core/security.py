@@ -231,7 +231,7 @@ def permissions(who: Principal) -> Permissions:
             topic={"offers": (NOTHING, f"^{owned}$"), "status": (NOTHING, rf"^{owned}\..*$"),
                    "events": (NOTHING, r"^master\.elected$"), "tasks": (NOTHING, NOTHING),
                    "logs": (NOTHING, log_binding(who)),
-                   "builtin": (rf"^({owned}\.state|{SERVER_NAMED})$", rf"^{owned}\.(calls|state)$")})
+                   "builtin": (rf"^({owned}\.state|{SERVER_NAMED})$", rf"^({owned}\.(calls|state)|{SERVER_NAMED})$")})
     # operators and monitors call built-in frameworks (exchange builtin, keys <framework>.calls) and
     # bind their reply queues there; the framework decides which commands each may use
     builtin_calls = ("builtin", (r"^[A-Za-z0-9_-]+\.calls$", f"^{SERVER_NAMED}$"))
