@@ -17,7 +17,7 @@ from broker_mesos.framework.services.scheduler import FRAMEWORK_ID, KIND
 from broker_mesos.framework.services.spec import parse_service
 
 WHAT = "service scheduler"
-LIST_COLUMNS = (("name", "NAME"), ("version", "VERSION"), ("instances", "WANTED"), ("running", "RUNNING"),
+LIST_COLUMNS = (("name", "NAME"), ("version", "VERSION"), ("wanted", "WANTED"), ("running", "RUNNING"),
                 ("healthy", "HEALTHY"), ("status", "STATUS"), ("deployment", "DEPLOYMENT"))
 INSTANCE_COLUMNS = (("slot", "SLOT"), ("version", "VERSION"), ("state", "STATE"), ("healthy", "HEALTHY"),
                     ("hostname", "HOST"), ("agent", "AGENT"), ("task_id", "TASK"))
