@@ -44,7 +44,10 @@ class ControlClient:
         """Run ``command``; its result (a list answer under ``items``), or ``NoAnswer`` / ``Refused``
         (the scheduler's reason)."""
         body = protocol.Control(command, args)
-        raw = codec.encode(body, time.time())  # ProtocolError (too large, ...) before connecting
+        try:  # before connecting: too large, or not msgpack (an integer beyond 64 bits, ...)
+            raw = codec.encode(body, time.time())
+        except (OverflowError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"the command cannot be sent: {exc}") from None
         bus = Bus(self.broker, f"{self.what} client", connect_timeout=self.connect_timeout, tls=self.tls)
         replies = topology.Queue("", ((topology.BUILTIN, topology.OWN_NAME),), durable=False, exclusive=True,
                                  auto_delete=True)

@@ -50,6 +50,7 @@ STATE_WARN_BYTES = 4 * 1024 * 1024  # a state this large is logged: the planners
 # weekend's outage of every scheduler; the framework is torn down only by the operator
 DEFAULT_BUILTIN_FAILOVER = 7 * 24 * 3600.0
 REPLY_KEY = re.compile(security.SERVER_NAMED)
+MAX_ERROR = 2000  # characters of a refusal's reason sent back
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,25 +200,28 @@ class BuiltinScheduler(PlannerScheduler):
     def _on_call(self, delivery: Delivery) -> None:
         try:
             envelope = decode_delivery(delivery)
-        except ProtocolError as exc:
+            if not isinstance(envelope.body, protocol.Control):
+                raise ProtocolError(f"unexpected {envelope.type} on {delivery.queue}: only CONTROL")
+        except ProtocolError as exc:  # the sender hears why (when it said where), the message is dead-lettered
+            self._answer(delivery, {}, f"refused: {exc.reason}")
             self.bus.dead_letter(delivery, exc.reason)
             return
-        call = envelope.body
-        if not isinstance(call, protocol.Control):
-            self.bus.dead_letter(delivery, f"unexpected {envelope.type} on {delivery.queue}: only CONTROL")
-            return
-        result, error = self._run(call, delivery)
-        reply_to = delivery.properties.reply_to
-        if reply_to and REPLY_KEY.fullmatch(reply_to):
-            body = protocol.ControlResult(result=result, error=error)
-            try:
-                raw = codec.encode(body, self.clock())
-            except ProtocolError as exc:  # a result beyond the codec's bounds: say so instead
-                raw = codec.encode(protocol.ControlResult(error=f"the answer cannot be sent: {exc.reason}"),
-                                   self.clock())
-            self.bus.publish(topology.BUILTIN, reply_to, raw, persistent=False,
-                             correlation_id=delivery.properties.correlation_id)
+        result, error = self._run(envelope.body, delivery)
+        self._answer(delivery, result, error)
         self.bus.ack(delivery)
+
+    def _answer(self, delivery: Delivery, result: dict[str, Any], error: str) -> None:
+        reply_to = delivery.properties.reply_to
+        if not reply_to or not REPLY_KEY.fullmatch(reply_to):
+            return
+        if len(error) > MAX_ERROR:  # a refusal may quote what it refuses: never beyond what a client decodes
+            error = error[:MAX_ERROR] + "..."
+        try:
+            raw = codec.encode(protocol.ControlResult(result=result, error=error), self.clock())
+        except ProtocolError as exc:  # a result beyond the codec's bounds: say so instead
+            raw = codec.encode(protocol.ControlResult(error=f"the answer cannot be sent: {exc.reason}"), self.clock())
+        self.bus.publish(topology.BUILTIN, reply_to, raw, persistent=False,
+                         correlation_id=delivery.properties.correlation_id)
 
     def _run(self, call: protocol.Control, delivery: Delivery) -> tuple[dict[str, Any], str]:
         command = self.kind.commands.get(call.command)

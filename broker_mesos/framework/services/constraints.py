@@ -12,6 +12,12 @@ operator and maybe a value:
 
 An agent without the attribute fails every operator except ``UNLIKE`` (``UNIQUE`` included: uniqueness
 cannot be promised for a value that is not there).
+
+Regexes are matched with the ``regex`` library and a deadline (``MATCH_TIMEOUT`` per value): attribute
+values come from agents, so an operator's pattern with catastrophic backtracking meeting a value built to
+trigger it would otherwise wedge the scheduler. A match that runs out of time counts as "no match" for
+LIKE and as "matches" for UNLIKE (the instance is not placed there) and says so in the reason.
+Patterns are at most ``MAX_PATTERN`` characters.
 """
 
 from __future__ import annotations
@@ -22,11 +28,15 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import regex
+
 from broker_mesos.framework.planning import CommandError
 
 OPERATORS = ("UNIQUE", "CLUSTER", "GROUP_BY", "LIKE", "UNLIKE")
 MAX_CONSTRAINTS = 32
 MAX_GROUPS = 1000
+MAX_PATTERN = 1024
+MATCH_TIMEOUT = 0.01  # seconds one LIKE / UNLIKE match may take
 _FIELD = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -85,9 +95,11 @@ def _constraint(field: Any, op: Any, value: Any) -> Constraint:
     if op == "GROUP_BY" and value is not None and (not value.isdigit() or not 1 <= int(value) <= MAX_GROUPS):
         raise CommandError(f"{where}: GROUP_BY's value is the number of groups (1-{MAX_GROUPS}), not {value!r}")
     if op in ("LIKE", "UNLIKE"):
+        if len(value or "") > MAX_PATTERN:
+            raise CommandError(f"{where}: a regex of at most {MAX_PATTERN} characters")
         try:
-            re.compile(value or "")
-        except re.error as exc:
+            regex.compile(value or "")
+        except regex.error as exc:
             raise CommandError(f"{where}: bad regex {value!r}: {exc}") from None
     return Constraint(field, op, value)
 
@@ -101,7 +113,10 @@ def violation(c: Constraint, value: str | None, placed: Sequence[str | None], kn
     """Why an agent with ``value`` for ``c.field`` cannot take one more instance, given the values of the
     agents of the instances ``placed`` so far and every value ``known`` (recent offers); None: it can."""
     if c.operator == "UNLIKE":
-        return None if value is None or not re.fullmatch(c.value or "", value) else f"{c.field}={value} matches"
+        if value is None:
+            return None
+        matched = _matches(c.value or "", value)
+        return None if matched is False else f"{c.field}={value} {'matches' if matched else 'took too long to match'}"
     if value is None:
         return f"no attribute {c.field}"
     if c.operator == "UNIQUE":
@@ -109,7 +124,10 @@ def violation(c: Constraint, value: str | None, placed: Sequence[str | None], kn
     if c.operator == "CLUSTER":
         return None if value == c.value else f"{c.field}={value}, not {c.value}"
     if c.operator == "LIKE":
-        return None if re.fullmatch(c.value or "", value) else f"{c.field}={value} does not match"
+        matched = _matches(c.value or "", value)
+        if matched:
+            return None
+        return f"{c.field}={value} {'does not match' if matched is False else 'took too long to match'}"
     counts = Counter(v for v in placed if v is not None)
     groups = set(known) | set(counts) | {value}
     least = 0 if len(groups) < int(c.value or 0) else min(counts.get(g, 0) for g in groups)
@@ -132,3 +150,12 @@ def summary(c: Constraint, known: Collection[str], placed: Sequence[str | None],
         return f"UNLIKE {c.field}:{c.value}: every offered agent matches (seen: {seen})"
     wanted_groups = f", {c.value} wanted" if c.value else ""
     return f"GROUP_BY {c.field}: waiting for an agent in a less used group (seen: {seen}{wanted_groups})"
+
+
+def _matches(pattern: str, value: str) -> bool | None:
+    """``value`` matches ``pattern`` in full; None when the match ran out of ``MATCH_TIMEOUT``."""
+    try:
+        return regex.fullmatch(pattern, value, timeout=MATCH_TIMEOUT) is not None
+    except TimeoutError:
+        return None
+

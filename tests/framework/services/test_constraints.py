@@ -80,3 +80,14 @@ def test_field_value() -> None:
     assert field_value("hostname", "h", {"rack": "a"}) == "h"
     assert field_value("rack", "h", {"rack": "a"}) == "a"
     assert field_value("zone", "h", {"rack": "a"}) is None
+
+
+def test_a_catastrophic_regex_against_a_hostile_value_runs_out_of_time_instead_of_wedging() -> None:
+    from broker_mesos.framework.services.constraints import Constraint, violation
+
+    hostile = "a" * 60
+    like = violation(Constraint("rack", "LIKE", "(a|aa)+c"), hostile, [], set())
+    unlike = violation(Constraint("rack", "UNLIKE", "(a|aa)+c"), hostile, [], set())
+    assert like is not None and "took too long to match" in like
+    assert unlike is not None and "took too long to match" in unlike  # not placed there either way
+    # (without the deadline, re.fullmatch would backtrack for longer than pytest-timeout allows)
