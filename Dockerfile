@@ -13,14 +13,15 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY setup.cfg pyproject.toml README.md ./
 COPY broker_mesos ./broker_mesos
+COPY examples /usr/share/bmesos/examples
 # /run/bmesos/secrets and /run/bmesos/demo are the mount points of the compose file's URL-file volumes:
 # a new named volume takes its mount point's owner and mode from the image, so these make the volumes
 # writable by bmesos (the init service) and readable by nobody else (0700).
 RUN pip install . \
  && useradd --create-home --uid 10001 bmesos \
- && mkdir -p /var/lib/bmesos /run/bmesos/secrets /run/bmesos/demo \
- && chown bmesos:bmesos /var/lib/bmesos /run/bmesos/secrets /run/bmesos/demo \
- && chmod 0700 /run/bmesos/secrets /run/bmesos/demo
+ && mkdir -p /var/lib/bmesos /run/bmesos/secrets /run/bmesos/demo /run/bmesos/builtin \
+ && chown bmesos:bmesos /var/lib/bmesos /run/bmesos/secrets /run/bmesos/demo /run/bmesos/builtin \
+ && chmod 0700 /run/bmesos/secrets /run/bmesos/demo /run/bmesos/builtin
 
 USER bmesos
 WORKDIR /home/bmesos

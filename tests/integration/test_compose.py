@@ -41,7 +41,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ADMIN_URL_IN_COMPOSE = "http://guest:guest@rabbitmq:15672"
 AMQP_BASE_IN_COMPOSE = "amqp://rabbitmq:5672"
 VHOST = provision.DEFAULT_VHOST  # what `bmesos principals init` makes when given no --vhost
-BMESOS_SERVICES = ("init", "master", "agent", "demo")
+BMESOS_SERVICES = ("init", "master", "agent", "demo", "services", "jobs")
 
 
 def compose(*args: str) -> subprocess.CompletedProcess[str]:
@@ -97,14 +97,19 @@ def test_compose_file_is_secure_by_default(services: dict[str, Any]) -> None:
     agent = script(services["agent"])
     assert "unset BMESOS_ADMIN_URL\nexec bmesos agent " in agent, "the agent process must not keep the admin URL"
     # the URL files: written by init, read-only for their readers; the demo framework sees its own only
-    assert services["init"]["volumes"] == ["bmesos-secrets:/run/bmesos/secrets:rw", "bmesos-demo:/run/bmesos/demo:rw"]
+    assert services["init"]["volumes"] == ["bmesos-secrets:/run/bmesos/secrets:rw", "bmesos-demo:/run/bmesos/demo:rw",
+                                           "bmesos-builtin:/run/bmesos/builtin:rw"]
+    for name, fw in (("services", "service"), ("jobs", "job")):  # each as its framework principal, nothing more
+        assert services[name]["volumes"] == ["bmesos-builtin:/run/bmesos/builtin:ro"]
+        assert command(services[name]) == ["bmesos", fw, "scheduler", "--broker-file",
+                                           f"/run/bmesos/builtin/framework.{name}.url"]
     assert services["master"]["volumes"] == ["bmesos-secrets:/run/bmesos/secrets:ro"]
     assert services["demo"]["volumes"] == ["bmesos-demo:/run/bmesos/demo:ro"]
     assert "volumes" not in services["agent"]
     # non-root but the agent (tasks run as other users); the image's user is bmesos
     assert re.search(r"^USER bmesos$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     assert {n: services[n].get("user") for n in BMESOS_SERVICES} == {
-        "init": None, "master": None, "agent": "root", "demo": None}
+        "init": None, "master": None, "agent": "root", "demo": None, "services": None, "jobs": None}
     # the management API (the broker's administrator) is published on the host's loopback only
     ports = services["rabbitmq"]["ports"]
     assert [p for p in ports if isinstance(p, str) and ":15672" in p] == ["127.0.0.1:15672:15672/tcp"]
@@ -121,7 +126,7 @@ def test_compose_services_are_ordered_and_shaped_for_scaling(services: dict[str,
     init = services["init"]
     assert init["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
     assert init["restart"] == "no"
-    for name in ("master", "agent", "demo"):
+    for name in ("master", "agent", "demo", "services", "jobs"):
         assert services[name]["depends_on"]["init"] == {"condition": "service_completed_successfully"}, name
     assert services["master"]["restart"] == services["agent"]["restart"] == "unless-stopped"
     agent = services["agent"]
@@ -146,7 +151,7 @@ class Stack:
                  work_root: Path) -> None:
         self.services, self.procs, self.work_root = services, procs, work_root
         self.run_dir = tmp / "run"
-        for sub in ("secrets", "demo"):  # the image's mount points: owned by the image's user, 0700
+        for sub in ("secrets", "demo", "builtin"):  # the image's mount points: owned by the image's user, 0700
             (self.run_dir / sub).mkdir(parents=True, mode=0o700)
         bin_dir = tmp / "bin"  # `bmesos` is this checkout's code
         bin_dir.mkdir()
@@ -215,6 +220,7 @@ def test_compose_commands_form_a_secure_working_cluster(stack: Stack, secure_rab
     first = url_files(secrets), url_files(demo_dir)
     assert list(first[0]) == ["master.url", "monitor.watch.url", "operator.admin.url"]
     assert list(first[1]) == ["framework.demo.url"]
+    assert list(url_files(stack.run_dir / "builtin")) == ["framework.jobs.url", "framework.services.url"]
     assert all("guest" not in url and f"@127.0.0.1:{secure_rabbit.port}/{VHOST}" in url
                for files in first for url in files.values())
     # every `docker compose up` runs init again: it succeeds and keeps every password; a principal
@@ -251,14 +257,25 @@ def test_compose_commands_form_a_secure_working_cluster(stack: Stack, secure_rab
                                        "--broker-file", str(secrets / "operator.admin.url")], env=stack.env)
     assert role.wait(30) == 0, role.output()
 
+    # the built-in schedulers, each as its framework principal, answer the operator
+    stack.start("services").wait_output(r"service scheduler services active", timeout=60)
+    stack.start("jobs").wait_output(r"job scheduler jobs active", timeout=60)
+    deploy = stack.procs.start("deploy", [sys.executable, "-m", "broker_mesos.cli.main", "service", "deploy",
+                                          str(ROOT / "examples" / "web.yaml"), "--broker-file",
+                                          str(secrets / "operator.admin.url")], env=stack.env)
+    assert deploy.wait(30) == 0 and "result: created" in deploy.output(), deploy.output()
+    jobs = stack.procs.start("jobs-list", [sys.executable, "-m", "broker_mesos.cli.main", "job", "list",
+                                           "--broker-file", str(secrets / "operator.admin.url")], env=stack.env)
+    assert jobs.wait(30) == 0, jobs.output()
+
     # the broker knows exactly these users in the vhost, each as provisioned; guest is not among them
     listed = subprocess.run([sys.executable, "-m", "broker_mesos.cli.main", "principals", "list"],
                             env={**os.environ, "BMESOS_ADMIN_URL": secure_rabbit.management_url()},
                             capture_output=True, text=True, timeout=30)
     assert listed.returncode == 0, listed.stderr
     users = {line.split()[0]: line for line in listed.stdout.splitlines()}
-    assert sorted(users) == ["agent.c0ffee000001", "agent.c0ffee000002", "framework.demo", "master",
-                             "monitor.watch", "operator.admin"]
+    assert sorted(users) == ["agent.c0ffee000001", "agent.c0ffee000002", "framework.demo", "framework.jobs",
+                             "framework.services", "master", "monitor.watch", "operator.admin"]
     assert all("perms=as-provisioned" in line for line in users.values()), listed.stdout
     for agent in agents.values():
         assert agent.alive(), agent.output()
