@@ -25,7 +25,11 @@ HISTORY_COLUMNS = (("run_id", "RUN"), ("trigger", "TRIGGER"), ("state", "STATE")
 
 @click.group()
 def job() -> None:
-    """Scheduled jobs: cron schedules in a time zone, concurrency policy, deadlines, retries, history."""
+    """Scheduled jobs: cron schedules in a time zone, concurrency policy, deadlines, retries, history.
+
+    Every subcommand takes the broker options (--broker URL or $BMESOS_BROKER, --broker-file FILE, TLS);
+    the client commands also take --timeout, -o table|json and --framework-id.
+    """
 
 
 job.add_command(scheduler_command(KIND, FRAMEWORK_ID, WHAT))

@@ -25,7 +25,11 @@ INSTANCE_COLUMNS = (("slot", "SLOT"), ("version", "VERSION"), ("state", "STATE")
 
 @click.group()
 def service() -> None:
-    """Long-running services: deployed, kept running, health-checked, updated in rolling steps."""
+    """Long-running services: deployed, kept running, health-checked, updated in rolling steps.
+
+    Every subcommand takes the broker options (--broker URL or $BMESOS_BROKER, --broker-file FILE, TLS);
+    the client commands also take --timeout, -o table|json and --framework-id.
+    """
 
 
 service.add_command(scheduler_command(KIND, FRAMEWORK_ID, WHAT))

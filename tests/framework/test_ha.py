@@ -125,3 +125,14 @@ def test_garbage_on_the_calls_queue_is_dead_lettered_and_the_scheduler_keeps_ans
     wait_for(lambda: scheduler.bus.dead_lettered == 1, 30, "the garbage dead-lettered")
     assert ControlClient(broker_url, "counter", timeout=10).call("get") == {"count": 0}
     assert calls.name == "builtin.counter.calls"
+
+
+def test_a_service_spec_for_another_role_is_refused_with_what_to_run() -> None:
+    from broker_mesos.framework.services.planner import ServicePlanner
+    from broker_mesos.framework.services.scheduler import KIND as SERVICES
+
+    planner = ServicePlanner("services", role="*")
+    with pytest.raises(CommandError, match="runs as role \\*, not batch; run one with --role batch"):
+        SERVICES.commands["deploy"].run(planner, {"spec": {"name": "a", "command": "x", "role": "batch"}}, 0.0)
+    result, _ = SERVICES.commands["deploy"].run(planner, {"spec": {"name": "a", "command": "x", "role": "*"}}, 0.0)
+    assert result["result"] == "created"

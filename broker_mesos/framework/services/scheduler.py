@@ -29,7 +29,12 @@ def _deploy(planner: ServicePlanner, args: dict[str, Any], now: float) -> tuple[
     spec = args.get("spec")
     if not isinstance(spec, dict):
         raise CommandError("spec must be a mapping (the service's YAML)")
-    return planner.deploy(parse_service(spec), now), []
+    parsed = parse_service(spec)
+    if parsed.role and parsed.role != planner.role:
+        raise CommandError(f"role: this service scheduler runs as role {planner.role}, not {parsed.role}; run one "
+                           f"with --role {parsed.role} --framework-id services-{parsed.role.replace('.', '-')} "
+                           f"and deploy there (--framework-id)")
+    return planner.deploy(parsed, now), []
 
 
 def _scale(planner: ServicePlanner, args: dict[str, Any], now: float) -> tuple[Any, list[Effect]]:

@@ -12,6 +12,9 @@ Keys, defaults in brackets, bounds after them (anything else, and any unknown ke
 - ``env`` [{}]: at most 64 variables, names ``[A-Za-z_][A-Za-z0-9_]{0,127}`` except ``PORT``, ``PORT<n>``
   and ``BMESOS_*`` (the planner sets those), values strings or numbers;
 - ``user`` [""]: an OS user name (the framework's default when empty);
+- ``role`` [""]: the role whose resources it runs on; a scheduler subscribes with one role
+  (``bmesos service scheduler --role R``), so a spec naming another is refused: run one scheduler (with
+  its own ``--framework-id``) per role;
 - ``constraints`` [none]: see ``constraints``;
 - ``health_check`` [none]: ``type`` http|tcp|command (required), ``path`` ["/"], ``port_index`` [0]
   (< ``ports``, for http and tcp), ``command`` (required for command: string or argv list),
@@ -32,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker_mesos.core.codec import USER_PATTERN
+from broker_mesos.core.codec import ROLE_PATTERN, USER_PATTERN
 from broker_mesos.core.protocol import CommandInfo, HealthCheck, HealthCheckType
 from broker_mesos.framework.planning import CommandError
 from broker_mesos.framework.services.backoff import BackoffPolicy
@@ -45,7 +48,7 @@ MAX_ENV = 64
 MAX_ARGV = 256
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _RESERVED_ENV = re.compile(r"^(PORT[0-9]*|BMESOS_.*)$")
-_KEYS = ("name", "instances", "command", "cpus", "mem", "disk", "ports", "env", "user", "constraints",
+_KEYS = ("name", "instances", "command", "cpus", "mem", "disk", "ports", "env", "user", "role", "constraints",
          "health_check", "backoff", "upgrade")
 _HEALTH_KEYS = ("type", "path", "port_index", "command", "grace_period", "interval", "timeout",
                 "consecutive_failures", "delay")
@@ -99,6 +102,7 @@ class ServiceSpec:
     ports: int = 0
     env: Mapping[str, str] = field(default_factory=dict)
     user: str = ""
+    role: str = ""  # "": the scheduler's; else it must be the scheduler's (one role per framework)
     constraints: tuple[Constraint, ...] = ()
     health_check: HealthSpec | None = None
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
@@ -134,7 +138,7 @@ class ServiceSpec:
         return {
             "name": self.name, "instances": self.instances, "command": _wire_command(self.command),
             "cpus": self.cpus, "mem": self.mem, "disk": self.disk, "ports": self.ports, "env": dict(self.env),
-            "user": self.user, "constraints": [c.to_wire() for c in self.constraints],
+            "user": self.user, "role": self.role, "constraints": [c.to_wire() for c in self.constraints],
             "health_check": None if self.health_check is None else self.health_check.to_wire(),
             "backoff": dataclasses.asdict(self.backoff), "upgrade": dataclasses.asdict(self.upgrade),
         }
@@ -171,11 +175,14 @@ def parse_service(data: Any) -> ServiceSpec:
     user = section.get("user", "") if section.get("user") is not None else ""
     if not isinstance(user, str) or (user and not USER_PATTERN.fullmatch(user)):
         raise CommandError(f"user: not an OS user name: {user!r}")
+    role = section.get("role") if section.get("role") is not None else ""
+    if not isinstance(role, str) or (role and not ROLE_PATTERN.fullmatch(role)):
+        raise CommandError(f"role: not a role name (*, or 1-128 of A-Z a-z 0-9 _ . -): {role!r}")
     upgrade = _upgrade(section.get("upgrade"), instances)
     return ServiceSpec(
         name=name, command=_command(section["command"], "command"), instances=instances,
         cpus=_number(section, "cpus", 0.1, 0.001, 1000.0), mem=_number(section, "mem", 64.0, 1.0, 1e7),
-        disk=_number(section, "disk", 0.0, 0.0, 1e9), ports=ports, env=_env(section.get("env")), user=user,
+        disk=_number(section, "disk", 0.0, 0.0, 1e9), ports=ports, env=_env(section.get("env")), user=user, role=role,
         constraints=parse_constraints(section.get("constraints")),
         health_check=_health(section.get("health_check"), ports), backoff=_backoff(section.get("backoff")),
         upgrade=upgrade)

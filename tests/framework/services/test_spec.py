@@ -103,3 +103,14 @@ def test_same_tasks_ignores_count_and_policies() -> None:
     assert a.same_tasks(parse_service({"name": "w", "command": "x", "instances": 4, "upgrade": {"max_parallel": 2}}))
     assert not a.same_tasks(parse_service({"name": "w", "command": "y"}))
     assert not a.same_tasks(parse_service({"name": "w", "command": "x", "env": {"A": 1}}))
+
+
+def test_a_role_is_an_optional_role_name() -> None:
+    from broker_mesos.framework.planning import CommandError
+    from broker_mesos.framework.services.spec import parse_service
+
+    assert parse_service({"name": "a", "command": "x"}).role == ""
+    spec = parse_service({"name": "a", "command": "x", "role": "web.prod"})
+    assert spec.role == "web.prod" and parse_service(spec.to_wire()) == spec
+    with pytest.raises(CommandError, match="role"):
+        parse_service({"name": "a", "command": "x", "role": "-bad role"})
