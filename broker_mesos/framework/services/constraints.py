@@ -22,6 +22,7 @@ Patterns are at most ``MAX_PATTERN`` characters.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -37,6 +38,7 @@ MAX_CONSTRAINTS = 32
 MAX_GROUPS = 1000
 MAX_PATTERN = 1024
 MATCH_TIMEOUT = 0.01  # seconds one LIKE / UNLIKE match may take
+MATCH_CACHE = 4096  # (pattern, value) answers remembered: placement asks the same few thousands of times
 _FIELD = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -152,6 +154,7 @@ def summary(c: Constraint, known: Collection[str], placed: Sequence[str | None],
     return f"GROUP_BY {c.field}: waiting for an agent in a less used group (seen: {seen}{wanted_groups})"
 
 
+@functools.lru_cache(maxsize=MATCH_CACHE)
 def _matches(pattern: str, value: str) -> bool | None:
     """``value`` matches ``pattern`` in full; None when the match ran out of ``MATCH_TIMEOUT``."""
     try:
