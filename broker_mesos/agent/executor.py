@@ -463,6 +463,15 @@ def _private_tempfile(path: Path, data: bytes) -> int:
                  checkpoint.PRIVATE_FILE_MODE)
     try:
         os.unlink(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return filled(fd, data)
+
+
+def filled(fd: int, data: bytes) -> int:
+    """``fd`` with all of ``data`` written and its offset back at the start (closed if that fails)."""
+    try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from broker_mesos.agent.executor import CommandExecutor, run_as, task_environment
+from broker_mesos.agent.executor import CommandExecutor, filled, run_as, task_environment
 from broker_mesos.agent.sandbox import sandbox_dir
 from broker_mesos.bus.connection import Bus
 from broker_mesos.core.agent_state import TaskEntry, TaskKey
@@ -284,16 +284,7 @@ class HealthChecks:
 
 def _memfd(data: bytes) -> int:
     """A descriptor on an anonymous file holding ``data``, at its start: nothing on any disk."""
-    fd = os.memfd_create("bmesos-health-env", os.MFD_CLOEXEC)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.lseek(fd, 0, os.SEEK_SET)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return filled(os.memfd_create("bmesos-health-env", os.MFD_CLOEXEC), data)
 
 
 def _run_wrapped(argv: list[str], env: dict[str, str], script: bytes | None, cwd: Path, probe: Probe,

@@ -72,6 +72,14 @@ class Kind:
     commands: Mapping[str, Command]
 
 
+def text_arg(args: dict[str, Any], key: str) -> str:
+    """A command's required non-empty string argument, or ``CommandError``."""
+    value = args.get(key)
+    if not isinstance(value, str) or not value:
+        raise CommandError(f"{key} must be a non-empty string")
+    return value
+
+
 class StateUnreadable(Exception):
     """The persisted state cannot be read: serving without it would kill every task it does not know."""
 

@@ -9,20 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker_mesos.framework.ha import Command, Kind
+from broker_mesos.framework.ha import Command, Kind, text_arg
 from broker_mesos.framework.jobs.planner import JobPlanner
 from broker_mesos.framework.jobs.spec import parse_job
 from broker_mesos.framework.planning import CommandError, Effect
 
 FRAMEWORK_ID = "jobs"  # the framework id (and principal name: framework.jobs) by default
 MAX_HISTORY_SHOWN = 1000
-
-
-def _text(args: dict[str, Any], key: str) -> str:
-    value = args.get(key)
-    if not isinstance(value, str) or not value:
-        raise CommandError(f"{key} must be a non-empty string")
-    return value
 
 
 def _add(planner: JobPlanner, args: dict[str, Any], now: float) -> tuple[Any, list[Effect]]:
@@ -33,12 +26,12 @@ def _add(planner: JobPlanner, args: dict[str, Any], now: float) -> tuple[Any, li
 
 
 def _remove(planner: JobPlanner, args: dict[str, Any], now: float) -> tuple[Any, list[Effect]]:
-    name = _text(args, "name")
+    name = text_arg(args, "name")
     return {"name": name, "removed": True}, planner.remove(name, now)
 
 
 def _run(planner: JobPlanner, args: dict[str, Any], now: float) -> tuple[Any, list[Effect]]:
-    name = _text(args, "name")
+    name = text_arg(args, "name")
     return {"name": name, "started": True}, planner.run_now(name, now)
 
 
@@ -46,7 +39,7 @@ def _history(planner: JobPlanner, args: dict[str, Any], now: float) -> tuple[Any
     limit = args.get("limit", 20)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_HISTORY_SHOWN:
         raise CommandError(f"limit must be an integer in 1..{MAX_HISTORY_SHOWN}")
-    return {"items": planner.history(_text(args, "name"), limit)}, []
+    return {"items": planner.history(text_arg(args, "name"), limit)}, []
 
 
 KIND = Kind(

@@ -10,19 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker_mesos.framework.ha import Command, Kind
+from broker_mesos.framework.ha import Command, Kind, text_arg
 from broker_mesos.framework.planning import CommandError, Effect
 from broker_mesos.framework.services.planner import ServicePlanner
 from broker_mesos.framework.services.spec import parse_service
 
 FRAMEWORK_ID = "services"  # the framework id (and principal name: framework.services) by default
-
-
-def _text(args: dict[str, Any], key: str) -> str:
-    value = args.get(key)
-    if not isinstance(value, str) or not value:
-        raise CommandError(f"{key} must be a non-empty string")
-    return value
 
 
 def _deploy(planner: ServicePlanner, args: dict[str, Any], now: float) -> tuple[Any, list[Effect]]:
@@ -41,15 +34,15 @@ def _scale(planner: ServicePlanner, args: dict[str, Any], now: float) -> tuple[A
     instances = args.get("instances")
     if not isinstance(instances, int) or isinstance(instances, bool):
         raise CommandError("instances must be an integer")
-    return planner.scale(_text(args, "name"), instances, now), []
+    return planner.scale(text_arg(args, "name"), instances, now), []
 
 
 def _restart(planner: ServicePlanner, args: dict[str, Any], now: float) -> tuple[Any, list[Effect]]:
-    return planner.restart(_text(args, "name"), now), []
+    return planner.restart(text_arg(args, "name"), now), []
 
 
 def _stop(planner: ServicePlanner, args: dict[str, Any], now: float) -> tuple[Any, list[Effect]]:
-    name = _text(args, "name")
+    name = text_arg(args, "name")
     effects = planner.stop(name, now)
     return {"name": name, "stopping": True}, effects
 
@@ -64,6 +57,6 @@ KIND = Kind(
         "restart": Command(_restart),
         "stop": Command(_stop),
         "list": Command(lambda p, a, now: ({"items": p.list_services(now)}, []), read_only=True),
-        "status": Command(lambda p, a, now: (p.status(_text(a, "name"), now), []), read_only=True),
+        "status": Command(lambda p, a, now: (p.status(text_arg(a, "name"), now), []), read_only=True),
     },
 )
