@@ -14,10 +14,10 @@ import uuid
 from typing import Any
 
 from broker_mesos.bus import topology
-from broker_mesos.bus.connection import Bus, Delivery, url_user
+from broker_mesos.bus.connection import Delivery, url_user
 from broker_mesos.bus.tls import TlsOptions
 from broker_mesos.cli.common import printable
-from broker_mesos.cli.query import NoAnswer, Refused
+from broker_mesos.cli.query import NoAnswer, Refused, ask
 from broker_mesos.core import codec, protocol, security
 from broker_mesos.core.errors import ProtocolError
 
@@ -44,50 +44,23 @@ class ControlClient:
         """Run ``command``; its result (a list answer under ``items``), or ``NoAnswer`` / ``Refused``
         (the scheduler's reason)."""
         body = protocol.Control(command, args)
+        call_id = uuid.uuid4().hex
         try:  # before connecting: too large, or not msgpack (an integer beyond 64 bits, ...)
-            raw = codec.encode(body, time.time())
+            raw = codec.encode(body, time.time(), call_id)
         except (OverflowError, TypeError, ValueError) as exc:
             raise ProtocolError(f"the command cannot be sent: {exc}") from None
-        bus = Bus(self.broker, f"{self.what} client", connect_timeout=self.connect_timeout, tls=self.tls)
         replies = topology.Queue("", ((topology.BUILTIN, topology.OWN_NAME),), durable=False, exclusive=True,
                                  auto_delete=True)
-        call_id = uuid.uuid4().hex
-        result: list[protocol.ControlResult] = []
-        sent: list[bool] = []
-
-        def on_reply(delivery: Delivery) -> None:
-            try:
-                envelope = codec.decode(delivery.body)
-            except ProtocolError as exc:
-                bus.dead_letter(delivery, exc.reason)
-                return
-            bus.ack(delivery)
-            if delivery.properties.correlation_id == call_id and not result and self._from_scheduler(delivery) \
-                    and isinstance(envelope.body, protocol.ControlResult):
-                result.append(envelope.body)
-                bus.stop()
-
-        def send() -> None:
-            if sent:
-                return
-            sent.append(True)
-            bus.publish(topology.BUILTIN, topology.builtin_calls_key(self.framework_id), raw, persistent=False,
-                        reply_to=bus.queue_name(replies), correlation_id=call_id,
-                        expiration_ms=max(1, int(self.timeout * 1000)))
-            bus.call_later(self.timeout, bus.stop)
-
-        bus.consume(replies, on_reply)
-        bus.on_ready(send)
-        # a bound on the whole call, ready or not: a connection the broker keeps refusing (say, a
-        # principal not allowed to bind its reply queue) reconnects forever and is never ready
-        bus.call_later(self.connect_timeout + self.timeout, bus.stop)
-        bus.run()
-        if not result:
+        answer = ask(self.broker, f"{self.what} client", self.connect_timeout, self.tls, self.timeout,
+                     topology.BUILTIN, topology.builtin_calls_key(self.framework_id), raw, call_id, replies,
+                     lambda delivery, envelope: self._from_scheduler(delivery)
+                     and isinstance(envelope.body, protocol.ControlResult))
+        if answer is None:
             raise NoAnswer(f"no answer from the {self.what} {self.framework_id} within {self.timeout:g}s "
                            f"(is one running?)")
-        if result[0].error:
-            raise Refused(printable(result[0].error))
-        return result[0].result
+        if answer.error:
+            raise Refused(printable(answer.error))
+        return answer.result
 
 
 __all__ = ["DEFAULT_TIMEOUT", "ControlClient", "NoAnswer", "Refused"]
